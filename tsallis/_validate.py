@@ -67,7 +67,9 @@ def _describe(x) -> str:
     if isinstance(x, torch.Tensor):
         if x.numel() == 0:
             return "an empty tensor"
-        return f"tensor of shape {tuple(x.shape)} with values in [{float(x.min())}, {float(x.max())}]"
+        return (
+            f"tensor of shape {tuple(x.shape)} with values in [{float(x.min())}, {float(x.max())}]"
+        )
     xa = np.asarray(x, dtype=float)
     if xa.ndim == 0:
         return repr(float(xa))

@@ -195,10 +195,16 @@ def _leave_one_out_log_mean(lw: torch.Tensor) -> torch.Tensor:
 
 
 def _pow_from_log(log_x: torch.Tensor, expo) -> torch.Tensor:
-    """x^expo from log x with 0^0 := 1 (so q = 1 leave-one-out terms are 1 even if w̄_¬m = 0)."""
+    """x^expo from log x, with 0^expo := 0 for every expo >= 0, 0^0 included.
+
+    For the leave-one-out baseline (w̄_¬m)^(1-q) this is the q -> 1 limit of 0^(1-q); it keeps
+    the baseline a function of the other samples only, and zero in a stalled group, so zeroing
+    stalled groups leaves E[GARL-RLOO] = E[GARL] exact (Prop. 6.2) in verifier mode as well.
+    """
     expo_t = torch.as_tensor(expo, dtype=log_x.dtype, device=log_x.device)
-    prod = torch.where(expo_t == 0, torch.zeros_like(log_x), log_x * expo_t)
-    return torch.exp(prod)
+    is_zero = torch.isneginf(log_x)
+    safe = torch.where(is_zero, torch.zeros_like(log_x), log_x)
+    return torch.where(is_zero, torch.zeros_like(log_x), torch.exp(safe * expo_t))
 
 
 def _m_pow_q(M: int, q) -> torch.Tensor | float:
@@ -456,7 +462,9 @@ def grpo(
     w = _rewards(lw)
     scale_denominator = w.std(dim=-1, keepdim=True, unbiased=True) + eps
     inv = torch.where(
-        scale_denominator > 0, 1.0 / scale_denominator.clamp_min(1e-300), torch.zeros_like(w[..., :1])
+        scale_denominator > 0,
+        1.0 / scale_denominator.clamp_min(1e-300),
+        torch.zeros_like(w[..., :1]),
     )
     advantage = (w - torch.exp(log_mean_safe)) * inv
     return _finish(

@@ -31,7 +31,9 @@ def _check_seq(x, name: str, B: int | None = None) -> torch.Tensor:
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating tensor, got dtype {x.dtype}")
     if x.ndim != 1:
-        raise ValueError(f"{name} must have shape [B] (one value per sequence), got {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have shape [B] (one value per sequence), got {tuple(x.shape)}"
+        )
     if B is not None and x.shape[0] != B:
         raise ValueError(f"{name} must have shape [{B}] like logp_z, got {tuple(x.shape)}")
     return x
@@ -92,7 +94,8 @@ def sequence_loss(
     if coef_z.ndim == 2:
         if group_size is not None and group_size != coef_z.shape[1]:
             raise ValueError(
-                f"group_size={group_size} disagrees with coefficients of shape {tuple(coef_z.shape)}"
+                f"group_size={group_size} disagrees with coefficients of shape "
+                f"{tuple(coef_z.shape)}"
             )
         group_size = coef_z.shape[1]
     elif coef_z.ndim != 1:

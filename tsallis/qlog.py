@@ -165,4 +165,3 @@ def _check_prob(P):
         bad = bool(np.isnan(Pa).any() or (Pa < 0).any() or (Pa > 1).any())
     if bad:
         raise ValueError("P must be a probability in [0, 1] with no NaN")
-

@@ -1,0 +1,21 @@
+"""The README's Python examples run as written."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_python_block_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(BLOCKS[index], f"README.md[block {index}]", "exec"), {"__name__": "__readme__"})
+
+
+def test_readme_has_the_two_setup_commands():
+    text = README.read_text()
+    assert 'pip install torch==2.13.0 && pip install -e ".[dev,triton]" && pytest' in text
+    assert "pip install torch==2.13.0 && pip install -e . && python -m" in text

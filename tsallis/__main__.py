@@ -1,0 +1,62 @@
+"""``python -m tsallis``: print the theory's sigmoid escape-time table (Eq. 15).
+
+python -m tsallis [--q 0 0.25 0.5 0.75 1] [--p0 1e-2 1e-4 1e-6] [--delta 0.5] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .theory import sigmoid_escape_time, sigmoid_escape_time_asymptotic
+
+
+def escape_time_table(qs, p0s, delta=0.5):
+    """Rows of {p0, q, T, T_asymptotic} for the sigmoid model under gradient flow."""
+    return [
+        {
+            "p0": p0,
+            "q": q,
+            "T": sigmoid_escape_time(p0, q, delta),
+            "T_asymptotic": sigmoid_escape_time_asymptotic(p0, q),
+        }
+        for p0 in p0s
+        for q in qs
+    ]
+
+
+def format_table(rows, qs, p0s, delta) -> str:
+    by = {(r["p0"], r["q"]): r["T"] for r in rows}
+    head = f"Sigmoid gradient-flow escape time T_q(p0 -> {delta:g}) (Eq. 15; unit rate)"
+    cols = "p0 \\ q".ljust(10) + "".join(f"{q:>14g}" for q in qs)
+    lines = [head, cols, "-" * len(cols)]
+    for p0 in p0s:
+        lines.append(f"{p0:<10.0e}" + "".join(f"{by[(p0, q)]:>14.6g}" for q in qs))
+    lines.append(
+        "q = 0 grows like 1/p0 (RLVR), 0 < q < 1 like p0^-(1-q)/(1-q), q = 1 like log(1/p0)."
+    )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tsallis", description=__doc__.splitlines()[0])
+    parser.add_argument("--q", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    parser.add_argument("--p0", type=float, nargs="+", default=[1e-2, 1e-4, 1e-6])
+    parser.add_argument("--delta", type=float, default=0.5)
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    args = parser.parse_args(argv)
+    try:
+        rows = escape_time_table(args.q, args.p0, args.delta)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        print()
+    else:
+        print(format_table(rows, args.q, args.p0, args.delta))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
