@@ -160,15 +160,18 @@ def _prepare(log_w, q, mode: str, *, min_group: int = 1, name: str):
     lw = log_w.detach().to(torch.float64).clamp(max=0.0)
     if isinstance(q, (torch.Tensor, np.ndarray)):
         q = torch.as_tensor(q, dtype=torch.float64, device=lw.device)
-        try:
-            torch.broadcast_shapes(q.shape, lw.shape[:-1])
-        except RuntimeError as err:
+        if not _broadcastable(tuple(q.shape), tuple(lw.shape[:-1])):
             raise ValueError(
                 f"{name}: a tensor q must broadcast against log_w's leading dims "
                 f"{tuple(lw.shape[:-1])}, got shape {tuple(q.shape)}"
-            ) from err
+            )
         q = q[..., None]
     return lw, q, dtype
+
+
+def _broadcastable(a: tuple, b: tuple) -> bool:
+    """Numpy broadcasting rule, compared from the right (cheaper than torch.broadcast_shapes)."""
+    return all(x == y or x == 1 or y == 1 for x, y in zip(reversed(a), reversed(b)))
 
 
 def _group_stats(lw: torch.Tensor):
