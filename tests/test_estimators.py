@@ -413,6 +413,11 @@ def test_validation_errors_name_what_was_expected():
         est.garl(torch.tensor([[-0.1, math.nan]]), 0.5)
     with pytest.raises(ValueError, match="<= 0"):
         est.garl(torch.tensor([[-0.1, 0.5]]), 0.5)
+    with pytest.raises(ValueError, match="<= 0"):
+        est.garl(torch.tensor([[-0.1, 1e-5]], dtype=torch.float64), 0.5)
+    # fp32 log-probs a rounding error above 0 are clamped, not rejected
+    ok = est.garl(torch.tensor([[-0.1, 2e-4]]), 0.5)
+    assert float(ok.log_w_mean) <= 0.0
     for name in NEEDS_TWO:
         with pytest.raises(ValueError, match="M = 1"):
             get_estimator(name)(torch.tensor([[-0.1], [-0.2]]), 0.5)

@@ -6,11 +6,13 @@ rationales (q = 1); every member has the gradient direction of RLVR, amplified b
 
 Submodules: :mod:`tsallis.qlog` (the q-log family), :mod:`tsallis.theory` (closed-form theory),
 :mod:`tsallis.estimators` (GARL, GARL-RLOO, PAFT and RL baselines as per-sequence coefficients),
-:mod:`tsallis.loss` (the surrogate loss on per-sequence log-probs).
+:mod:`tsallis.loss` (the surrogate loss on per-sequence log-probs) and :mod:`tsallis.logits_loss`
+(the same loss straight from LLM logits, through the fused kernels of the ``kernels`` package).
 """
 
 from . import estimators, theory
 from .estimators import ESTIMATORS, Coefficients, get_estimator, rewards_to_log_w
+from .logits_loss import LogitsLossInfo, TsallisLoss, shift_for_causal_lm, tsallis_logits_loss
 from .loss import LossInfo, TsallisSequenceLoss, sequence_loss, tsallis_sequence_loss
 from .qlog import amplification, exp_q, log_q, loss_q
 
@@ -19,7 +21,9 @@ __version__ = "0.1.0"
 __all__ = [
     "ESTIMATORS",
     "Coefficients",
+    "LogitsLossInfo",
     "LossInfo",
+    "TsallisLoss",
     "TsallisSequenceLoss",
     "__version__",
     "amplification",
@@ -30,6 +34,8 @@ __all__ = [
     "loss_q",
     "rewards_to_log_w",
     "sequence_loss",
+    "shift_for_causal_lm",
     "theory",
+    "tsallis_logits_loss",
     "tsallis_sequence_loss",
 ]

@@ -56,8 +56,11 @@ __all__ = [
 ]
 
 _MODES = ("likelihood", "verifier")
-# Tolerance on log_w > 0: a sum of token log-probs is <= 0 mathematically; allow rounding.
-_LOG_W_POSITIVE_TOL = 1e-6
+# Tolerance on log_w > 0: a sum of token log-probs is <= 0 mathematically, but a kernel that
+# gathers u[id] and computes lse(u) in different orders can round a confident answer a few ulps
+# of |u| above 0. Within the tolerance log_w is clamped to 0; beyond it, it is an input error.
+_LOG_W_POSITIVE_TOL = {torch.float64: 1e-6}
+_LOG_W_POSITIVE_TOL_LOW_PRECISION = 1e-3
 
 
 @dataclass(frozen=True)
@@ -150,10 +153,12 @@ def _prepare(log_w, q, mode: str, *, min_group: int = 1, name: str):
         raise ValueError(f"{name}: mode must be one of {_MODES}, got {mode!r}")
     if bool(torch.isnan(log_w).any()):
         raise ValueError(f"{name}: log_w contains NaN (shape {tuple(log_w.shape)})")
-    if bool((log_w > _LOG_W_POSITIVE_TOL).any()):
+    tol = _LOG_W_POSITIVE_TOL.get(log_w.dtype, _LOG_W_POSITIVE_TOL_LOW_PRECISION)
+    if bool((log_w > tol).any()):
         raise ValueError(
-            f"{name}: log_w must be <= 0 (weights are probabilities or rewards in [0, 1]), "
-            f"got a maximum of {float(log_w.max())}"
+            f"{name}: log_w must be <= 0 (weights are probabilities or rewards in [0, 1]; "
+            f"{tol:g} of rounding is tolerated for {log_w.dtype}), got a maximum of "
+            f"{float(log_w.max())}"
         )
     q = check_q(q)
     dtype = log_w.dtype
@@ -170,8 +175,11 @@ def _prepare(log_w, q, mode: str, *, min_group: int = 1, name: str):
 
 
 def _broadcastable(a: tuple, b: tuple) -> bool:
-    """Numpy broadcasting rule, compared from the right (cheaper than torch.broadcast_shapes)."""
-    return all(x == y or x == 1 or y == 1 for x, y in zip(reversed(a), reversed(b)))
+    """Whether shape a broadcasts onto shape b without growing it (numpy's rule, from the
+    right; cheaper than torch.broadcast_shapes, which the simulators would pay every step)."""
+    if len(a) > len(b):
+        return False
+    return all(x == y or x == 1 for x, y in zip(reversed(a), reversed(b), strict=False))
 
 
 def _group_stats(lw: torch.Tensor):

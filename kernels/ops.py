@@ -1,0 +1,509 @@
+"""Public token-level ops on logits: autograd Functions and the ``impl`` dispatcher.
+
+Three entry points, all on logits of shape ``[N, V]`` or ``[B, T, V]`` (any float dtype, any
+strides; the ``[B, T, V]`` case is read as ``N = B*T`` rows without a copy):
+
+* :func:`token_logprobs` - per-token log-probs (and entropy) of given ids, differentiable.
+* :func:`sequence_logprobs` - per-sequence sums over the rationale and answer spans
+  (:class:`~kernels.layout.TokenLayout`), differentiable.
+* :func:`fused_sequence_loss` - the weighted sequence log-likelihood loss
+  ``L = -sum_b (a_b logp_z[b] + b_b logp_y[b]) / normalizer`` with detached per-sequence
+  coefficients, whose gradient is computed in the same pass as the forward (math.md section 5,
+  "as a surrogate loss"; kernel.md). The coefficient rule enters as tensors (known before the
+  kernel: verifier mode) or as a callable of the answer log-probs (likelihood mode).
+
+``impl``: ``"auto"`` (Triton for CUDA tensors when Triton is importable, torch otherwise),
+``"triton"`` (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``) or ``"torch"``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+from . import reference
+from .layout import TokenLayout, check_logits, check_token_ids
+
+__all__ = [
+    "FusedLoss",
+    "SequenceLogprobs",
+    "fused_sequence_loss",
+    "resolve_impl",
+    "sequence_logprobs",
+    "token_logprobs",
+    "triton_available",
+]
+
+_IMPLS = ("auto", "triton", "torch")
+
+
+def triton_available() -> bool:
+    """True when the ``triton`` package can be imported."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def resolve_impl(impl: str, device: torch.device) -> str:
+    """Map ``impl`` to ``"triton"`` or ``"torch"`` for tensors on ``device`` (or raise)."""
+    if impl not in _IMPLS:
+        raise ValueError(f"impl must be one of {_IMPLS}, got {impl!r}")
+    if impl == "torch":
+        return "torch"
+    on_cuda = device.type == "cuda"
+    if impl == "auto":
+        return "triton" if (on_cuda and triton_available()) else "torch"
+    if not triton_available():
+        raise ValueError("impl='triton' needs the triton package, which is not importable")
+    if not on_cuda and not _interpret():
+        raise ValueError(
+            f"impl='triton' needs CUDA tensors (got {device}); on CPU set TRITON_INTERPRET=1 "
+            "before the first Triton call to use the interpreter, or use impl='torch'"
+        )
+    return "triton"
+
+
+def _backend(name: str):
+    if name == "torch":
+        return reference
+    from . import triton_impl  # lazy: decides compiled vs interpreted at first import
+
+    return triton_impl
+
+
+def _check_temperature(temperature: float) -> float:
+    t = float(temperature)
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"temperature must be a finite positive number, got {temperature!r}")
+    return 1.0 / t
+
+
+def _clean_ids(token_ids: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor:
+    ids = token_ids.reshape(-1).to(torch.int64)
+    if active is not None:
+        ids = torch.where(active, ids, torch.zeros((), dtype=torch.int64, device=ids.device))
+    return ids.contiguous()
+
+
+def _bump_version(t: torch.Tensor) -> None:
+    """Tell autograd that ``t`` was modified in place (so stale saved copies raise)."""
+    inc = getattr(torch.autograd.graph, "increment_version", None)
+    if inc is not None:
+        inc(t)
+
+
+# --------------------------------------------------------------------------------------------
+# per-row log-probs / entropy
+# --------------------------------------------------------------------------------------------
+class _RowsFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, ids, span, inv_temp, with_entropy, impl, inplace):
+        be = _backend(impl)
+        x3 = reference.as_rows(logits)
+        active = None if span is None else span != 0
+        if impl == "triton":
+            logp, lse, ent = be.forward_rows(
+                x3, ids, inv_temp, with_entropy, span=span, select=0 if span is None else 1
+            )
+        else:
+            logp, lse, ent = be.forward_rows(x3, ids, inv_temp, with_entropy, active)
+        ctx.save_for_backward(logits, ids, lse, ent if with_entropy else None, active)
+        ctx.cfg = (inv_temp, impl, inplace)
+        if ent is None:
+            ent = logp.new_zeros(0)
+            ctx.mark_non_differentiable(ent)
+        return logp, ent
+
+    @staticmethod
+    def backward(ctx, g_lp, g_ent):
+        logits, ids, lse, ent, active = ctx.saved_tensors
+        inv_temp, impl, inplace = ctx.cfg
+        x3 = reference.as_rows(logits)
+        if g_lp is None:
+            g_lp = torch.zeros_like(lse)
+        if ent is None or g_ent is None or g_ent.numel() == 0:
+            g_ent = None
+        if active is not None:
+            g_lp = torch.where(active, g_lp, torch.zeros_like(g_lp))
+            if g_ent is not None:
+                g_ent = torch.where(active, g_ent, torch.zeros_like(g_ent))
+        if inplace:
+            out3 = x3
+        else:
+            out3 = torch.empty(x3.shape, dtype=x3.dtype, device=x3.device)
+        _backend(impl).backward_rows(x3, ids, lse, ent, g_lp, g_ent, inv_temp, out3)
+        if inplace:
+            _bump_version(logits)
+        return out3.view(logits.shape), None, None, None, None, None, None
+
+
+def token_logprobs(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+    impl: str = "auto",
+    inplace_backward: bool = False,
+):
+    """Per-token log-probabilities of ``token_ids`` under ``softmax(logits / temperature)``.
+
+    Formula (per row t, u = z_t / tau): ``logp_t = u[id_t] - logsumexp(u)``; with
+    ``return_entropy`` also ``H_t = logsumexp(u) - sum_v softmax(u)_v u_v`` from the same pass.
+    Both are differentiable: ``dlogp_t/dz_tv = (1[v = id_t] - p_v) / tau`` and
+    ``dH_t/dz_tv = -p_v (log p_v + H_t) / tau``. Temperature as in TRL (logits divided by tau).
+
+    Args:
+        logits: ``[N, V]`` or ``[B, T, V]``, any float dtype, any strides. For a Hugging Face
+            causal LM, ``logits[:, t]`` predicts ``input_ids[:, t+1]``: pass
+            ``logits[:, :-1]`` with ``input_ids[:, 1:]``, or the full logits with
+            :func:`~kernels.layout.shift_for_causal_lm`'s labels.
+        token_ids: integer ids in ``[0, V)``, shape ``logits.shape[:-1]``.
+        temperature: tau > 0.
+        return_entropy: also return the per-token entropy.
+        impl: ``"auto" | "triton" | "torch"``.
+        inplace_backward: write the gradient into the logits' storage (destroys the logits;
+            only when nothing else needs them).
+
+    Returns:
+        ``logp`` of shape ``logits.shape[:-1]``, float32 (float64 for float64 logits on the
+        torch path), and ``entropy`` of the same shape when ``return_entropy``.
+
+    Example:
+        >>> import torch
+        >>> z = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
+        >>> token_logprobs(z, torch.tensor([0, 1]))
+        tensor([-0.6931, -2.1269])
+    """
+    check_logits(logits)
+    check_token_ids(logits, token_ids)
+    inv_temp = _check_temperature(temperature)
+    name = resolve_impl(impl, logits.device)
+    ids = _clean_ids(token_ids, None)
+    logp, ent = _RowsFn.apply(
+        logits, ids, None, inv_temp, bool(return_entropy), name, bool(inplace_backward)
+    )
+    shape = logits.shape[:-1]
+    if return_entropy:
+        return logp.view(shape), ent.view(shape)
+    return logp.view(shape)
+
+
+# --------------------------------------------------------------------------------------------
+# per-sequence span sums
+# --------------------------------------------------------------------------------------------
+class _SegSumFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, values, span, cu_seqlens, impl):
+        layout = TokenLayout(cu_seqlens=cu_seqlens, span=span)
+        if impl == "triton" and values.dtype != torch.float64:
+            z, y = _backend("triton").segment_sums(values, layout)
+        else:
+            z, y = reference.segment_sums(values.detach(), layout)
+        ctx.save_for_backward(span, cu_seqlens)
+        return z, y
+
+    @staticmethod
+    def backward(ctx, gz, gy):
+        span, cu = ctx.saved_tensors
+        seq = TokenLayout(cu_seqlens=cu, span=span).seq_index()
+        zero = gz.new_zeros(()) if gz is not None else gy.new_zeros(())
+        g = torch.zeros(span.shape, dtype=zero.dtype, device=span.device)
+        if gz is not None:
+            g = torch.where(span == 1, gz[seq], g)
+        if gy is not None:
+            g = torch.where(span == 2, gy[seq], g)
+        return g, None, None, None
+
+
+class SequenceLogprobs(NamedTuple):
+    """Per-sequence span log-probs (``[B]``) and, optionally, per-token values (``[N]``)."""
+
+    logp_z: torch.Tensor
+    logp_y: torch.Tensor
+    token_logp: torch.Tensor
+    entropy: torch.Tensor | None
+
+
+def sequence_logprobs(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    layout: TokenLayout,
+    *,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+    impl: str = "auto",
+    inplace_backward: bool = False,
+) -> SequenceLogprobs:
+    """Per-sequence sums of token log-probs over the rationale and the answer span.
+
+    ``logp_z[b] = sum_{t in b, span_t = 1} logp_t``, ``logp_y[b] = sum_{t in b, span_t = 2}
+    logp_t`` (math.md section 5: log p(z|x*) and log p(y*|x*,z)); ignored rows (span 0) are not
+    read and may hold any id. Sums run in a fixed order per sequence, so a sequence's values
+    (and gradient) do not depend on the rest of the batch. An all-masked sequence gives 0.
+
+    Returns a :class:`SequenceLogprobs` (``logp_z [B]``, ``logp_y [B]``, ``token_logp [N]``,
+    ``entropy [N]`` or None), differentiable w.r.t. the logits.
+
+    Example:
+        >>> import torch
+        >>> z = torch.zeros(1, 3, 4)  # uniform over 4 tokens
+        >>> lay = TokenLayout.from_masks(torch.tensor([[1, 1, 0]]), torch.tensor([[0, 0, 1]]))
+        >>> out = sequence_logprobs(z, torch.tensor([[0, 1, 2]]), lay)
+        >>> out.logp_z, out.logp_y
+        (tensor([-2.7726]), tensor([-1.3863]))
+    """
+    check_logits(logits)
+    x_rows = logits.shape[0] * logits.shape[1] if logits.dim() == 3 else logits.shape[0]
+    layout.check_against(x_rows)
+    if tuple(token_ids.shape) != tuple(logits.shape[:-1]):
+        check_token_ids(logits, token_ids)  # raises the shape error
+    span = layout.span.to(logits.device)
+    active = span != 0
+    check_token_ids(logits, token_ids, active.view(token_ids.shape))
+    inv_temp = _check_temperature(temperature)
+    name = resolve_impl(impl, logits.device)
+    ids = _clean_ids(token_ids, active)
+    logp, ent = _RowsFn.apply(
+        logits, ids, span, inv_temp, bool(return_entropy), name, bool(inplace_backward)
+    )
+    z, y = _SegSumFn.apply(logp, span, layout.cu_seqlens.to(logits.device), name)
+    return SequenceLogprobs(z, y, logp, ent if return_entropy else None)
+
+
+# --------------------------------------------------------------------------------------------
+# fused loss: forward and gradient in one pass
+# --------------------------------------------------------------------------------------------
+CoefficientRule = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+#: default fused variant: "row" up to this vocabulary (kernel.md's H100 probe of that design:
+#: 0.74x Liger at V = 32000, the re-read hits L2), "split" above it (rows too large for L2;
+#: the split design is unmeasured, see kernels/triton_impl.py)
+ROW_VARIANT_MAX_V = 65536
+
+
+class FusedLoss(NamedTuple):
+    """Output of :func:`fused_sequence_loss` (all but ``loss`` detached)."""
+
+    loss: torch.Tensor  # scalar, differentiable w.r.t. the logits
+    logp_z: torch.Tensor  # [B]
+    logp_y: torch.Tensor  # [B]
+    coef_z: torch.Tensor  # [B]
+    coef_y: torch.Tensor  # [B]
+    entropy: torch.Tensor | None  # [N], 0 at ignored rows
+    timeouts: torch.Tensor | None  # [1] int32, Triton split kernel's wait-timeout flag
+
+
+def _per_token(coef_z, coef_y, span, seq, scale):
+    zero = coef_z.new_zeros(())
+    g = torch.where(span == 1, coef_z[seq], zero)
+    g = torch.where(span == 2, coef_y[seq], g)
+    return g * scale
+
+
+def _as_coefs(pair, B, device, dtype):
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+        raise TypeError(
+            "coefficients must be a pair (coef_z [B], coef_y [B]) or a callable returning one, "
+            f"got {type(pair).__name__}"
+        )
+    out = []
+    for name, c in zip(("coef_z", "coef_y"), pair, strict=True):
+        c = torch.as_tensor(c, device=device).detach()
+        if c.shape != (B,):
+            raise ValueError(f"{name} must have shape [B] = [{B}], got {tuple(c.shape)}")
+        if not c.is_floating_point():
+            raise TypeError(f"{name} must be a float tensor, got {c.dtype}")
+        out.append(c.to(dtype))
+    return out[0], out[1]
+
+
+class _FusedFn(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx,
+        logits,
+        ids,
+        span,
+        cu,
+        coefficients,
+        normalizer,
+        inv_temp,
+        with_entropy,
+        impl,
+        inplace,
+        variant,
+    ):
+        x3 = reference.as_rows(logits)
+        layout = TokenLayout(cu_seqlens=cu, span=span)
+        B = layout.num_sequences
+        seq = layout.seq_index()
+        acc = reference.acc_dtype(logits.dtype) if impl == "torch" else torch.float32
+        out3 = x3 if inplace else torch.empty(x3.shape, dtype=x3.dtype, device=x3.device)
+        timeouts = None
+        rule = coefficients if callable(coefficients) else None
+        if impl == "torch":
+            logp, lse, ent = reference.forward_rows(x3, ids, inv_temp, with_entropy, span != 0)
+            z, y = reference.segment_sums(logp, layout)
+            with torch.no_grad():
+                cz, cy = _as_coefs(rule(y) if rule else coefficients, B, x3.device, acc)
+            g = _per_token(cz, cy, span, seq, -1.0 / normalizer)
+            reference.backward_rows(x3, ids, lse, None, g, None, inv_temp, out3)
+        else:
+            ti = _backend("triton")
+            lse_a = ent_a = None
+            logp_a = None
+            if rule is not None:
+                # likelihood mode: score the (short) answer span first
+                logp_a, lse_a, ent_a = ti.forward_rows(
+                    x3, ids, inv_temp, with_entropy, span=span, select=2
+                )
+                _, y = ti.segment_sums(logp_a, layout)
+                with torch.no_grad():
+                    cz, cy = _as_coefs(rule(y), B, x3.device, acc)
+            else:
+                cz, cy = _as_coefs(coefficients, B, x3.device, acc)
+            g = _per_token(cz, cy, span, seq, -1.0 / normalizer)
+            logp, ent, timeouts = ti.fused_rows(
+                x3,
+                ids,
+                span,
+                g,
+                inv_temp,
+                with_entropy,
+                out3,
+                lse_in=lse_a,
+                ent_in=ent_a,
+                variant=variant,
+            )
+            if logp_a is not None:
+                logp = logp + logp_a  # disjoint supports: answer rows came from the first pass
+            z, y = ti.segment_sums(logp, layout)
+        loss = -(cz * z + cy * y).sum() / normalizer
+        if inplace:
+            _bump_version(logits)
+        ctx.save_for_backward(out3)
+        ctx.shape = logits.shape
+        ctx.used = False
+        outs = [z, y, cz, cy, ent if ent is not None else z.new_zeros(0)]
+        outs.append(timeouts if timeouts is not None else torch.zeros(1, dtype=torch.int32))
+        ctx.mark_non_differentiable(*outs)
+        return (loss, *outs)
+
+    @staticmethod
+    def backward(ctx, g_loss, *unused):
+        if ctx.used:
+            raise RuntimeError(
+                "fused_sequence_loss computes its gradient in the forward pass and can be "
+                "back-propagated only once; use sequence_logprobs for retain_graph/double use"
+            )
+        ctx.used = True
+        (dx,) = ctx.saved_tensors
+        if g_loss is not None and not (g_loss.numel() == 1 and float(g_loss) == 1.0):
+            dx.mul_(g_loss.to(dx.dtype))
+        return (dx.view(ctx.shape),) + (None,) * 10
+
+
+def fused_sequence_loss(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    layout: TokenLayout,
+    coefficients,
+    *,
+    normalizer: float = 1.0,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+    inplace_grad: bool = False,
+    impl: str = "auto",
+    variant: str | None = None,
+) -> FusedLoss:
+    """Weighted sequence log-likelihood loss with its gradient computed in the forward pass.
+
+    ``L = -sum_b (a_b * logp_z[b] + b_b * logp_y[b]) / normalizer`` with ``(a, b)`` detached
+    (math.md section 5, "as a surrogate loss"), so that
+    ``dL/dz_tv = -coef(t) (1[v = id_t] - softmax(z_t/tau)_v) / (tau * normalizer)`` with
+    ``coef(t)`` = ``a_b`` on rationale rows and ``b_b`` on answer rows of sequence ``b``.
+
+    Args:
+        logits: ``[N, V]`` or ``[B, T, V]`` (any float dtype, any strides).
+        token_ids: ids, shape ``logits.shape[:-1]`` (ignored rows may hold anything).
+        layout: which rows are rationale / answer / ignored, and the sequence boundaries.
+        coefficients: either ``(coef_z [B], coef_y [B])`` known before the kernel (verifier
+            mode), or a callable ``rule(logp_y [B]) -> (coef_z, coef_y)`` (likelihood mode:
+            the answer rows are scored first, then one pass over all rows computes the
+            rationale log-probs and writes the gradient). The rule runs under ``no_grad``.
+        normalizer: divides the sum (e.g. the number of groups G for a per-prompt mean).
+        temperature: tau > 0 (TRL convention: logits / tau).
+        return_entropy: also return the per-token entropy (detached, 0 at ignored rows).
+        inplace_grad: write the gradient into the logits' storage during the forward pass:
+            no gradient buffer at all, but the logits are destroyed (their autograd version
+            counter is bumped, so a stale saved copy elsewhere raises instead of lying).
+        impl: ``"auto" | "triton" | "torch"`` (torch: two chunked passes).
+        variant: Triton fused kernel, ``"row"`` or ``"split"``; default (None): env
+            ``TSALLIS_FUSED_VARIANT``, else "row" for V <= ``ROW_VARIANT_MAX_V`` and "split"
+            above; see ``kernels/triton_impl.py``.
+
+    Returns:
+        :class:`FusedLoss`; ``loss`` back-propagates once (the gradient is already computed).
+
+    Example:
+        >>> import torch
+        >>> z = torch.zeros(2, 2, 4, requires_grad=True)
+        >>> rat, ans = torch.tensor([[1, 0], [1, 0]]), torch.tensor([[0, 1], [0, 1]])
+        >>> lay = TokenLayout.from_masks(rat, ans)
+        >>> out = fused_sequence_loss(z, torch.zeros(2, 2, dtype=torch.long), lay,
+        ...                           (torch.tensor([1.0, 0.0]), torch.tensor([1.0, 0.0])))
+        >>> out.loss
+        tensor(2.7726, grad_fn=<_FusedFnBackward>)
+        >>> out.loss.backward(); z.grad[0, 0]
+        tensor([-0.7500,  0.2500,  0.2500,  0.2500])
+    """
+    check_logits(logits)
+    x_rows = logits.shape[0] * logits.shape[1] if logits.dim() == 3 else logits.shape[0]
+    layout.check_against(x_rows)
+    if tuple(token_ids.shape) != tuple(logits.shape[:-1]):
+        check_token_ids(logits, token_ids)
+    span = layout.span.to(logits.device)
+    active = span != 0
+    check_token_ids(logits, token_ids, active.view(token_ids.shape))
+    inv_temp = _check_temperature(temperature)
+    norm = float(normalizer)
+    if not (math.isfinite(norm) and norm > 0):
+        raise ValueError(f"normalizer must be a finite positive number, got {normalizer!r}")
+    name = resolve_impl(impl, logits.device)
+    if variant is None:
+        variant = os.environ.get("TSALLIS_FUSED_VARIANT") or (
+            "row" if logits.shape[-1] <= ROW_VARIANT_MAX_V else "split"
+        )
+    if variant not in ("split", "row"):
+        raise ValueError(f"variant must be 'split' or 'row', got {variant!r}")
+    ids = _clean_ids(token_ids, active)
+    loss, z, y, cz, cy, ent, timeouts = _FusedFn.apply(
+        logits,
+        ids,
+        span,
+        layout.cu_seqlens.to(logits.device),
+        coefficients,
+        norm,
+        inv_temp,
+        bool(return_entropy),
+        name,
+        bool(inplace_grad),
+        variant,
+    )
+    return FusedLoss(
+        loss,
+        z,
+        y,
+        cz,
+        cy,
+        ent if return_entropy else None,
+        timeouts if name == "triton" else None,
+    )

@@ -1,0 +1,261 @@
+"""Plain-torch reference path: the CPU implementation and, in float64, the test oracle.
+
+Math (per row t of the logits, temperature tau, u = z / tau):
+
+    lse_t  = log sum_v exp(u_tv)
+    logp_t = u_t[id_t] - lse_t                      (log-prob of the given token)
+    H_t    = lse_t - sum_v softmax(u_t)_v * u_tv    (entropy of the row's distribution)
+
+Backward, for upstream gradients g_t = dL/dlogp_t and e_t = dL/dH_t (p = softmax(u_t)):
+
+    dL/dz_tv = (1/tau) * [ g_t * (1[v = id_t] - p_v)  -  e_t * p_v * (u_tv - lse_t + H_t) ]
+
+The logits are visited in row chunks (``CHUNK_ELEMENTS`` to ``MAX_CHUNK_ELEMENTS`` elements,
+about 1/16 of the rows), so an fp32 copy of the whole ``[N, V]`` logits never exists: the extra
+memory is two chunk-sized work buffers plus ``[N]`` vectors (and the one gradient buffer that
+autograd needs anyway). float64 logits are computed in float64
+(that is the oracle); every other dtype is accumulated in float32.
+
+Bytes moved (bf16 logits): forward reads the logits once (2 B/elem); backward reads them again
+and writes the gradient (4 B/elem). The naive ``logits.float().log_softmax(-1).gather(...)``
+materialises two fp32 copies in the forward and two more in the backward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .layout import ANSWER, RATIONALE, TokenLayout
+
+#: minimum elements of logits per row chunk (2 Mi elements = 8 MiB in fp32)
+CHUNK_ELEMENTS = 1 << 21
+#: maximum elements per chunk (16 Mi = 64 MiB in fp32); between the two bounds a call uses
+#: about ``TARGET_CHUNKS`` chunks, because every torch op on a chunk pays a fixed intra-op
+#: thread fork/join cost that dominates small chunks on busy machines
+MAX_CHUNK_ELEMENTS = 1 << 24
+TARGET_CHUNKS = 16
+
+__all__ = [
+    "CHUNK_ELEMENTS",
+    "acc_dtype",
+    "as_rows",
+    "backward_rows",
+    "forward_rows",
+    "fused_rows",
+    "segment_sums",
+]
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 for float64 logits (the oracle), float32 for everything else."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def as_rows(logits: torch.Tensor) -> torch.Tensor:
+    """View ``[N, V]`` as ``[1, N, V]``; ``[B, T, V]`` is returned unchanged (no copy)."""
+    return logits.unsqueeze(0) if logits.dim() == 2 else logits
+
+
+def _flat_ok(x3: torch.Tensor) -> bool:
+    """True when the rows of ``x3 [B, T, V]`` form one strided 2-D matrix."""
+    return x3.shape[0] == 1 or x3.stride(0) == x3.shape[1] * x3.stride(1)
+
+
+def _chunks(x3: torch.Tensor, rows_per_chunk: int, flat: bool | None = None):
+    """Yield ``(r0, r1, view)`` with ``view`` the 2-D ``[r1 - r0, V]`` rows r0:r1 (no copies).
+
+    ``flat``: chunk across batch entries (needs :func:`_flat_ok`); default: when possible.
+    """
+    B, T, V = x3.shape
+    if flat is None:
+        flat = _flat_ok(x3)
+    if flat:
+        x2 = x3.as_strided((B * T, V), (x3.stride(1), x3.stride(2)))
+        for r0 in range(0, B * T, rows_per_chunk):
+            r1 = min(B * T, r0 + rows_per_chunk)
+            yield r0, r1, x2[r0:r1]
+    else:
+        for b in range(B):
+            for t0 in range(0, T, rows_per_chunk):
+                t1 = min(T, t0 + rows_per_chunk)
+                yield b * T + t0, b * T + t1, x3[b, t0:t1]
+
+
+def _rows_per_chunk(V: int, N: int | None = None) -> int:
+    lo = max(1, CHUNK_ELEMENTS // max(V, 1))
+    if N is None:
+        return lo
+    hi = max(lo, MAX_CHUNK_ELEMENTS // max(V, 1))
+    return min(max(lo, -(-N // TARGET_CHUNKS)), hi)
+
+
+def _work(rows_per_chunk: int, V: int, acc: torch.dtype, device, n: int):
+    """``n`` reusable ``[rows_per_chunk, V]`` work buffers (allocated once per call)."""
+    return [torch.empty((rows_per_chunk, V), dtype=acc, device=device) for _ in range(n)]
+
+
+def forward_rows(
+    x3: torch.Tensor,
+    ids: torch.Tensor,
+    inv_temp: float,
+    with_entropy: bool,
+    active: torch.Tensor | None = None,
+):
+    """Per-row ``(logp [N], lse [N], entropy [N] or None)``; rows with ``active == False`` get 0.
+
+    ``x3``: logits ``[B, T, V]`` (any strides); ``ids``: ``[N]`` int64 in [0, V).
+    Work memory: two ``[chunk, V]`` buffers in the accumulation dtype, reused for every chunk
+    (in-place ops only: a fresh allocation per chunk would page-fault on every call).
+    """
+    B, T, V = x3.shape
+    N = B * T
+    acc = acc_dtype(x3.dtype)
+    logp = torch.zeros(N, dtype=acc, device=x3.device)
+    lse = torch.zeros(N, dtype=acc, device=x3.device)
+    ent = torch.zeros(N, dtype=acc, device=x3.device) if with_entropy else None
+    if N == 0:
+        return logp, lse, ent
+    rpc = min(_rows_per_chunk(V, N), N)
+    ubuf, ebuf = _work(rpc, V, acc, x3.device, 2)
+    for r0, r1, rows in _chunks(x3, rpc):
+        n = r1 - r0
+        u = ubuf[:n]
+        u.copy_(rows)
+        if inv_temp != 1.0:
+            u.mul_(inv_temp)
+        m = u.amax(dim=-1, keepdim=True)
+        m = torch.where(torch.isinf(m), torch.zeros_like(m), m)  # all -inf row: no inf - inf
+        e = torch.sub(u, m, out=ebuf[:n]).exp_()
+        s = e.sum(dim=-1, keepdim=True)
+        c_lse = (s.log() + m).squeeze(1)
+        logp[r0:r1] = u.gather(1, ids[r0:r1, None]).squeeze(1) - c_lse
+        lse[r0:r1] = c_lse
+        if with_entropy:
+            # H = lse - sum_v p_v u_v  (terms with p_v = 0 contribute 0, also when u_v = -inf)
+            u.masked_fill_(e == 0, 0.0)
+            ent[r0:r1] = c_lse - (e.mul_(u).sum(dim=-1, keepdim=True) / s).squeeze(1)
+    if active is not None:
+        zero = torch.zeros((), dtype=acc, device=x3.device)
+        logp = torch.where(active, logp, zero)
+        if ent is not None:
+            ent = torch.where(active, ent, zero)
+    return logp, lse, ent
+
+
+def backward_rows(
+    x3: torch.Tensor,
+    ids: torch.Tensor,
+    lse: torch.Tensor,
+    ent: torch.Tensor | None,
+    g_lp: torch.Tensor,
+    g_ent: torch.Tensor | None,
+    inv_temp: float,
+    out3: torch.Tensor,
+) -> torch.Tensor:
+    """Write dL/dlogits into ``out3`` (same shape as ``x3``; may alias it for in-place).
+
+    ``g_lp [N]``, ``g_ent [N]``: upstream gradients of the per-row log-prob and entropy.
+    Rows whose upstream gradients are both zero get a zero gradient without reading the logits.
+    """
+    B, T, V = x3.shape
+    N = B * T
+    if N == 0:
+        return out3
+    acc = acc_dtype(x3.dtype)
+    g_lp = g_lp.to(acc)
+    g_ent = None if g_ent is None else g_ent.to(acc)
+    lse = lse.to(acc)
+    rpc = min(_rows_per_chunk(V, N), N)
+    flat = _flat_ok(x3) and _flat_ok(out3)  # the same chunk boundaries for both
+    bufs = _work(rpc, V, acc, x3.device, 1 if g_ent is None else 2)
+    ubuf, pbuf = bufs[0], bufs[-1]
+    pairs = zip(_chunks(x3, rpc, flat), _chunks(out3, rpc, flat), strict=True)
+    for (r0, r1, rows), (_, _, orows) in pairs:
+        n = r1 - r0
+        g = g_lp[r0:r1, None]
+        ge = None if g_ent is None else g_ent[r0:r1, None]
+        if not bool((g != 0).any()) and (ge is None or not bool((ge != 0).any())):
+            orows.zero_()
+            continue
+        u = ubuf[:n]
+        u.copy_(rows)
+        if inv_temp != 1.0:
+            u.mul_(inv_temp)
+        u.sub_(lse[r0:r1, None])  # u <- log p
+        if ge is not None:
+            # dH/du_v = -p_v (log p_v + H): term = p * (log p + H), 0 where p = 0
+            t = pbuf[:n]
+            torch.add(u, ent[r0:r1, None].to(acc), out=t)
+            u.exp_()  # u <- p
+            t.masked_fill_(u == 0, 0.0).mul_(u).mul_(ge)
+            u.mul_(-g)
+            u.sub_(t)
+        else:
+            u.exp_().mul_(-g)  # u <- -g p
+        u.scatter_add_(1, ids[r0:r1, None], g)
+        if inv_temp != 1.0:
+            u.mul_(inv_temp)
+        orows.copy_(u)
+    return out3
+
+
+def fused_rows(
+    x3: torch.Tensor,
+    ids: torch.Tensor,
+    span: torch.Tensor,
+    g_tok: torch.Tensor,
+    inv_temp: float,
+    with_entropy: bool,
+    out3: torch.Tensor,
+):
+    """Forward and gradient for known per-token coefficients ``g_tok`` (= dL/dlogp_t).
+
+    The torch path simply runs :func:`forward_rows` and :func:`backward_rows` (two passes).
+    Returns ``(logp [N], entropy [N] or None)``; the gradient is written into ``out3``.
+    """
+    active = span != 0
+    logp, lse, ent = forward_rows(x3, ids, inv_temp, with_entropy, active)
+    backward_rows(x3, ids, lse, None, g_tok, None, inv_temp, out3)
+    return logp, ent
+
+
+#: per-sequence sums are taken over fixed blocks of this many tokens, starting at each
+#: sequence's first token, then the block sums in order: batch-invariant by construction.
+SUM_BLOCK = 64
+
+
+def _blocked_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum the last dim of ``x [B, L]`` by fixed-size blocks (zero-padded), hierarchically."""
+    while x.shape[1] > 1:
+        L = x.shape[1]
+        Lp = -(-L // SUM_BLOCK) * SUM_BLOCK
+        if Lp != L:
+            x = torch.nn.functional.pad(x, (0, Lp - L))
+        x = x.view(x.shape[0], Lp // SUM_BLOCK, SUM_BLOCK).sum(-1)
+    return x[:, 0] if x.shape[1] == 1 else x.new_zeros(x.shape[0])
+
+
+def segment_sums(values: torch.Tensor, layout: TokenLayout):
+    """Per-sequence sums of ``values [N]`` over the rationale and the answer span.
+
+    Returns ``(sum_z [B], sum_y [B])`` in ``values``' dtype. Each sequence is summed over its
+    own tokens only, by fixed blocks aligned to its first token, so the result is bitwise
+    independent of the other sequences in the batch. Empty/all-masked sequences give 0.
+    """
+    B = layout.num_sequences
+    N = layout.num_tokens
+    cu = layout.cu_seqlens
+    lengths = cu[1:] - cu[:-1]
+    Lmax = int(lengths.max()) if B > 0 else 0
+    out = []
+    if B == 0:
+        z = values.new_zeros(0)
+        return z, z.clone()
+    seq = layout.seq_index()
+    pos = torch.arange(N, device=values.device) - cu[:-1].repeat_interleave(lengths, output_size=N)
+    for code in (RATIONALE, ANSWER):
+        pad = values.new_zeros(B, max(Lmax, 1))
+        v = torch.where(layout.span == code, values, values.new_zeros(()))
+        pad[seq, pos] = v
+        out.append(_blocked_sum(pad))
+    return out[0], out[1]
