@@ -1,0 +1,85 @@
+"""Figure 4: label noise: equilibrium contamination vs the escort, time to fit the noise vs the
+paper's rate, and time to memorise wrong labels in a many-example model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import out_dir, q_color, records, save, subplots
+
+NAME = "label_noise"
+
+
+def make(quick: bool = False, results_dir=None, fig_root=None):
+    recs = records(NAME, quick, results_dir)
+    fig, axes = subplots(3)
+    rows = []
+    for r in recs:
+        c = q_color(r["q"])
+        if r["part"] == "two_label_equilibrium" and r["q"] > 0:
+            ax = axes[0]
+            eps = np.array(r["eps"])
+            ax.plot(eps, r["escort"], "--", color=c, lw=1)
+            ax.plot(eps, r["equilibrium"], "o", color=c, ms=4, label=f"q={r['q']:g}")
+            rows += [
+                {"panel": "equilibrium", "q": r["q"], "eps": e, "measured": m, "escort": s}
+                for e, m, s in zip(r["eps"], r["equilibrium"], r["escort"], strict=False)
+            ]
+        elif r["part"] == "two_label_fitting_time" and r["eps"] == 0.1:
+            ax = axes[1]
+            ax.plot(
+                r["levels"],
+                r["time"],
+                "o-",
+                color=c,
+                ms=4,
+                label=f"q={r['q']:g}: slope {r['slope']:.2f} (paper {r['theory_slope']:g})",
+            )
+            ax.plot(r["levels"], r["paper_time"], "--", color=c, lw=1)
+            rows += [
+                {
+                    "panel": "fitting_time",
+                    "q": r["q"],
+                    "eps": r["eps"],
+                    "eta": a,
+                    "time": b,
+                    "paper": p,
+                }
+                for a, b, p in zip(r["levels"], r["time"], r["paper_time"], strict=False)
+            ]
+        elif r["part"] == "many_examples_memorisation":
+            ax = axes[2]
+            pts = [p for p in r["points"]]
+            p0 = [p["p0"] for p in pts]
+            t = [p["time"] for p in pts]
+            cens = [p["censored"] for p in pts]
+            lab = f"q={r['q']:g}" + (
+                " (all censored: ≥ budget 200/p~0)" if all(cens) else f": slope {r['slope']:.2f}"
+            )
+            ax.plot(p0, t, "o-" if not all(cens) else "^:", color=c, ms=4, label=lab)
+            rows += [{"panel": "memorisation", "q": r["q"], **p} for p in pts]
+    axes[0].set(
+        xlabel="noise rate ε",
+        ylabel="equilibrium contamination p~",
+        yscale="log",
+        title="two-label flow: p~ (●) vs escort (--)",
+    )
+    axes[1].set(
+        xscale="log",
+        yscale="log",
+        xlabel="contamination level η",
+        ylabel="time from p~0 = 1e-8",
+        title="time to fit noise, ε=0.1 (-- paper)",
+    )
+    axes[2].set(
+        xscale="log",
+        yscale="log",
+        xlabel="initial wrong-class prob p~0",
+        ylabel="time to memorise (mean P(wrong) = 1/2)",
+        title="20 examples, 20% wrong labels (flow)",
+    )
+    axes[2].invert_xaxis()
+    for ax in axes:
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=6)
+    return save(fig, NAME, out_dir(NAME, quick, fig_root), rows)
