@@ -1,9 +1,15 @@
 #!/usr/bin/env python
 """One-call GPU benchmark of the fused log-prob kernels (kernel.md): correctness, then timings.
 
-Usage on the GPU machine (one call; carry ``.whl/`` with the Liger-Kernel wheel):
+Usage on the GPU machine (one call; carry ``.whl/`` with the Liger-Kernel wheel, which the
+script unpacks onto ``sys.path`` itself when liger-kernel is not installed):
 
-    pip install --no-deps .whl/liger_kernel-*.whl ; python benchmarks/gpu_bench.py
+    python benchmarks/gpu_bench.py
+
+Time budget (one device call, < 570 s): everything but ``torch.compile`` runs first for both
+vocabularies; the ``torch.compile`` rows come last and are skipped once ``--budget-s`` has
+passed, and every timing row is skipped once ``--deadline-s`` has passed. Results are saved
+after every row, so a run cut short keeps what it measured.
 
 and on a CPU-only machine, a tiny end-to-end run of the same code paths under the Triton
 interpreter (used by CI so this script cannot rot):
@@ -66,6 +72,9 @@ from kernels import (  # noqa: E402
 
 RESULTS: dict = {"meta": {}, "correctness": [], "timings": [], "errors": [], "goals": {}}
 SAVE_PATH: list = [None]
+#: set when the cooperative split kernel timed out on many programs in correctness_large (the
+#: GPU did not dispatch a row's programs together): its timing rows are then skipped
+SPLIT_SLOW: list = [False]
 T0 = time.time()
 
 
@@ -132,40 +141,58 @@ def meta(device: str) -> dict:
     return m
 
 
-def import_liger():
-    """Liger-Kernel's two entry points, installing the carried wheel once if needed."""
-    try:
-        from liger_kernel.ops.grpo_loss import fused_selective_log_softmax
-        from liger_kernel.transformers.grpo_loss import triton_grpo_loss
-    except Exception as first:
-        wheels = (
-            sorted(
-                os.path.join(ROOT, ".whl", f)
-                for f in os.listdir(os.path.join(ROOT, ".whl"))
-                if f.startswith("liger_kernel") and f.endswith(".whl")
-            )
-            if os.path.isdir(os.path.join(ROOT, ".whl"))
-            else []
-        )
-        if SMOKE or not wheels:
-            return None, None, f"not importable ({type(first).__name__}: {first})"
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", wheels[-1]],
-            check=False,
-            timeout=120,
-        )
-        try:
-            from liger_kernel.ops.grpo_loss import fused_selective_log_softmax
-            from liger_kernel.transformers.grpo_loss import triton_grpo_loss
-        except Exception as e:
-            return None, None, f"not importable after installing {wheels[-1]}: {e}"
-    try:
-        import importlib.metadata as md
+def _liger_entry_points():
+    from liger_kernel.ops.grpo_loss import fused_selective_log_softmax
+    from liger_kernel.transformers.grpo_loss import triton_grpo_loss
 
-        version = md.version("liger-kernel")
-    except Exception:
-        version = "unknown"
-    return fused_selective_log_softmax, triton_grpo_loss, version
+    return fused_selective_log_softmax, triton_grpo_loss
+
+
+def import_liger():
+    """Liger-Kernel's two entry points, or ``(None, None, why)``; never raises.
+
+    When the package is not installed, the carried pure-Python wheel (``.whl/``) is unpacked
+    into a temporary folder put on ``sys.path`` (no pip: the GPU machine is offline and its
+    system Python may refuse installs).
+    """
+    try:
+        try:
+            sel, grpo = _liger_entry_points()
+        except Exception as first:
+            wdir = os.path.join(ROOT, ".whl")
+            wheels = (
+                sorted(
+                    os.path.join(wdir, f)
+                    for f in os.listdir(wdir)
+                    if f.startswith("liger_kernel") and f.endswith(".whl")
+                )
+                if os.path.isdir(wdir)
+                else []
+            )
+            if SMOKE or not wheels:
+                return None, None, f"not importable ({type(first).__name__}: {first})"
+            import tempfile
+            import zipfile
+
+            dest = tempfile.mkdtemp(prefix="liger_whl_")
+            with zipfile.ZipFile(wheels[-1]) as z:
+                z.extractall(dest)
+            sys.path.insert(0, dest)
+            for mod in [m for m in sys.modules if m.startswith("liger_kernel")]:
+                del sys.modules[mod]
+            try:
+                sel, grpo = _liger_entry_points()
+            except Exception as e:
+                return None, None, f"not importable from {wheels[-1]}: {type(e).__name__}: {e}"
+        try:
+            import importlib.metadata as md
+
+            version = md.version("liger-kernel")
+        except Exception:
+            version = "unknown"
+        return sel, grpo, version
+    except Exception as e:  # pragma: no cover - never let the baseline kill the run
+        return None, None, f"import failed: {type(e).__name__}: {e}"
 
 
 # ------------------------------------------------------------------------------ correctness
@@ -382,9 +409,23 @@ def correctness_large(dev):
         rows = torch.tensor([0, 1, T - 2, (B - 1) * T, B * T - 2], device=dev)  # incl. last rows
         for variant in ("split", "row"):
             x.requires_grad_(True)
+            if dev == "cuda":
+                torch.cuda.synchronize()
+            t_call = time.time()
             res = fused_sequence_loss(x, ids, lay, (coef, coef), impl="triton", variant=variant)
             (gx,) = torch.autograd.grad(res.loss, x)
+            if dev == "cuda":
+                torch.cuda.synchronize()
+            RESULTS["meta"][f"large_{variant}_first_call_s"] = round(time.time() - t_call, 2)
             x.requires_grad_(False)
+            if variant == "split":
+                # out-of-place cooperative split relies on in-order block dispatch (bounded
+                # wait + correct fallback otherwise); many timeouts would make it slow
+                n_prog = B * T * -(-V // 4096)
+                n_out = int(res.timeouts)
+                RESULTS["meta"]["large_split_timeouts"] = n_out
+                if n_out > n_prog // 100 and not SMOKE:
+                    SPLIT_SLOW[0] = True
             xs = x.view(-1, V)[rows].double().requires_grad_(True)
             idr = ids.view(-1)[rows]
             rlp, _ = _ref_rows(xs, idr)
@@ -422,7 +463,11 @@ def correctness_large(dev):
         lay = TokenLayout.from_masks(rat, ans)
         o = sequence_logprobs(x, ids, lay, impl="triton")
         r = sequence_logprobs(x.double(), ids, lay, impl="torch")
-        _check(f"one sequence of {long_T} tokens: logp_z", o.logp_z, r.logp_z, 1e-6 * long_T + 1e-3)
+        # an fp32 sum of ~70k log-probs (|sum| ~ 6e5, one fp32 ulp = 0.06) accumulated over
+        # 256-token blocks is off by ~0.2 (measured on CPU with exact per-token values: up to
+        # 0.24); 3e-6 relative is ~10x that, and still catches one dropped token (~9)
+        tol_z = 3e-6 * float(r.logp_z.abs().max()) + 1e-3
+        _check(f"one sequence of {long_T} tokens: logp_z", o.logp_z, r.logp_z, tol_z)
         _check(f"one sequence of {long_T} tokens: logp_y", o.logp_y, r.logp_y, 1e-3)
         xr = x.clone().requires_grad_(True)
         res = fused_sequence_loss(xr, ids, lay, (torch.ones(1, device=dev),) * 2, impl="triton")
@@ -431,7 +476,7 @@ def correctness_large(dev):
             f"one sequence of {long_T} tokens: fused logp_z",
             res.logp_z,
             r.logp_z,
-            1e-6 * long_T + 1e-3,
+            tol_z,
         )
         RESULTS["correctness"].append(
             {"check": "long sequence grad finite", "ok": bool(torch.isfinite(gx).all())}
@@ -470,7 +515,9 @@ def peak_extra(fn, dev):
     return int(peak)
 
 
-def timings(dev, budget_s, liger):
+def timings(dev, budget_s, liger, deadline_s=None):
+    """Time every implementation; ``torch.compile`` rows last (their compiles are the slow,
+    unpredictable part), skipped after ``budget_s``; every row skipped after ``deadline_s``."""
     sel, grpo, liger_version = liger
     if SMOKE:
         B, T, Vs, n_mask, ans_len = 2, 12, [67], 3, 2
@@ -487,8 +534,9 @@ def timings(dev, budget_s, liger):
         "dtype": "bfloat16",
     }
     compile_ok = not SMOKE
+    from kernels.ops import ROW_VARIANT_MAX_V
 
-    def run_v(V):
+    def run_v(V, phase):
         g = torch.Generator(device="cpu").manual_seed(2)
         logits = torch.empty(B, T + 1, V, dtype=torch.bfloat16, device=dev)
         logits.normal_(0, 2)
@@ -511,14 +559,26 @@ def timings(dev, budget_s, liger):
         floor_fwd = rows_scored * V * esize
         floor_fb = rows_scored * V * esize + B * (T + 1) * V * esize
         grad_bytes = logits.numel() * esize
+        default_variant = "row" if V <= ROW_VARIANT_MAX_V else "split"
 
         def add(kind, name, fn, floor, grad_alloc, note=""):
-            if time.time() - T0 > budget_s and name.startswith("torch.compile"):
-                RESULTS["timings"].append(
-                    {"V": V, "kind": kind, "impl": name, "skipped": "time budget"}
-                )
+            is_compile = name.startswith("torch.compile")
+            if is_compile != (phase == "compile"):
+                return
+            late = time.time() - T0
+            why = None
+            if deadline_s is not None and late > deadline_s:
+                why = f"deadline ({late:.0f} s > {deadline_s:.0f} s)"
+            elif is_compile and late > budget_s:
+                why = f"time budget ({late:.0f} s > {budget_s:.0f} s)"
+            elif SPLIT_SLOW[0] and "split" in name and "IN-PLACE" not in name:
+                why = "cooperative split timed out on >1% of programs in correctness_large"
+            if why:
+                RESULTS["timings"].append({"V": V, "kind": kind, "impl": name, "skipped": why})
+                log(f"V={V} {kind} {name}: skipped, {why}")
                 return
             try:
+                t_start = time.time()
                 ms = bench_ms(fn, dev)
                 pk = peak_extra(fn, dev)
                 row = {
@@ -531,21 +591,25 @@ def timings(dev, budget_s, liger):
                     "peak_alloc_bytes": pk,
                     "peak_extra_bytes": None if pk is None else max(0, pk - grad_alloc),
                     "note": note,
+                    "wall_s_incl_compile": round(time.time() - t_start, 1),
                 }
                 RESULTS["timings"].append(row)
                 log(
-                    f"V={V} {kind:8s} {name:42s} {ms:9.3f} ms  {row['GBps_vs_floor']:8.1f} GB/s"
+                    f"V={V} {kind:8s} {name:46s} {ms:9.3f} ms  {row['GBps_vs_floor']:8.1f} GB/s"
                     + (
                         ""
                         if pk is None
                         else f"  peak extra {row['peak_extra_bytes'] / 2**30:.3f} GiB"
                     )
+                    + f"  ({row['wall_s_incl_compile']} s)"
                 )
             except Exception as e:
                 record_error(f"V={V} {kind} {name}", e)
                 RESULTS["timings"].append(
                     {"V": V, "kind": kind, "impl": name, "error": str(e)[:300]}
                 )
+            if SAVE_PATH[0]:
+                save(SAVE_PATH[0])
 
         # bandwidth ceiling
         if dev == "cuda":
@@ -560,6 +624,9 @@ def timings(dev, budget_s, liger):
             del buf
 
         # ---------------- forward only
+        def naive_fwd(z, i, m):
+            return z[:, :-1].float().log_softmax(-1).gather(-1, i.unsqueeze(-1)).squeeze(-1) * m
+
         with torch.no_grad():
             add(
                 "fwd",
@@ -576,12 +643,8 @@ def timings(dev, budget_s, liger):
                 0,
                 "scores masked rows too",
             )
-
-            def naive_fwd(z, i, m):
-                return z[:, :-1].float().log_softmax(-1).gather(-1, i.unsqueeze(-1)).squeeze(-1) * m
-
             add("fwd", "naive torch", lambda: naive_fwd(logits, ids, mask), floor_fwd, 0)
-            if compile_ok:
+            if compile_ok and phase == "compile":
                 try:
                     cf = torch.compile(naive_fwd, dynamic=False)
                     add("fwd", "torch.compile(naive)", lambda: cf(logits, ids, mask), floor_fwd, 0)
@@ -599,6 +662,12 @@ def timings(dev, budget_s, liger):
         # ---------------- forward + backward
         x = logits.requires_grad_(True)
         G = B  # one prompt per sequence here: normaliser of the mean
+
+        def refill():
+            """In-place rows leave the gradient in the logits: restore logits-like values."""
+            with torch.no_grad():
+                x.normal_(0, 2)
+
         for variant in ("split", "row"):
             add(
                 "fwd+bwd",
@@ -614,7 +683,7 @@ def timings(dev, budget_s, liger):
             )
         add(
             "fwd+bwd",
-            "ours fused split, likelihood mode (rule)",
+            f"ours fused {default_variant}, likelihood mode (rule)",
             lambda: torch.autograd.grad(
                 fused_sequence_loss(
                     x,
@@ -640,19 +709,22 @@ def timings(dev, budget_s, liger):
             grad_bytes,
             "6 bytes/element",
         )
-        add(
-            "fwd+bwd",
-            "ours fused split IN-PLACE",
-            lambda: torch.autograd.grad(
-                fused_sequence_loss(
-                    x, ids_full, lay, (adv, adv), normalizer=G, impl="triton", inplace_grad=True
-                ).loss,
-                x,
-            )[0],
-            floor_fb,
-            0,
-            "gradient written into the logits (destroys them)",
-        )
+        for variant in ("split", "row"):
+            add(
+                "fwd+bwd",
+                f"ours fused {variant} IN-PLACE",
+                lambda v=variant: torch.autograd.grad(
+                    fused_sequence_loss(
+                        x, ids_full, lay, (adv, adv), normalizer=G, impl="triton",
+                        inplace_grad=True, variant=v,
+                    ).loss,
+                    x,
+                )[0],
+                floor_fb,
+                0,
+                "gradient written into the logits (destroys them; untuned default config)",
+            )  # fmt: skip
+            refill()
 
         def naive_loss(z, i, c):
             lp = z[:, :-1].float().log_softmax(-1).gather(-1, i.unsqueeze(-1)).squeeze(-1)
@@ -665,7 +737,7 @@ def timings(dev, budget_s, liger):
             floor_fb,
             grad_bytes,
         )
-        if compile_ok:
+        if compile_ok and phase == "compile":
             try:
                 cl = torch.compile(naive_loss, dynamic=False)
                 add(
@@ -678,7 +750,7 @@ def timings(dev, budget_s, liger):
             except Exception as e:
                 record_error(f"V={V} torch.compile fwd+bwd", e)
         if grpo is not None:
-            for inplace in (False, True):
+            for inplace in (False, True):  # in-place last: it destroys the logits
                 add(
                     "fwd+bwd",
                     f"liger triton_grpo_loss inplace={inplace}",
@@ -703,13 +775,19 @@ def timings(dev, budget_s, liger):
                 )
         x.requires_grad_(False)
 
-    for V in Vs:
-        run_v(V)
-        if SAVE_PATH[0]:
-            save(SAVE_PATH[0])
-        gc.collect()
-        if dev == "cuda":
-            torch.cuda.empty_cache()
+    for phase in ("main", "compile"):
+        if phase == "compile" and not compile_ok:
+            break
+        for V in Vs:
+            try:
+                run_v(V, phase)
+            except Exception as e:  # e.g. out of memory allocating the logits
+                record_error(f"timings V={V} {phase}", e)
+            if SAVE_PATH[0]:
+                save(SAVE_PATH[0])
+            gc.collect()
+            if dev == "cuda":
+                torch.cuda.empty_cache()
     if sel is None:
         RESULTS["meta"]["liger"] = f"skipped: {liger_version}"
 
@@ -735,10 +813,11 @@ def goals():
                 out[f"V={V} fwd+bwd best ours fused / liger inplace={ip} (goal <= {target})"] = (
                     round(best / lg, 3)
                 )
-        ipl = t(V, "fwd+bwd", "ours fused split IN-PLACE")
+        ipl = [t(V, "fwd+bwd", f"ours fused {v} IN-PLACE") for v in ("split", "row")]
+        ipl = min([b for b in ipl if b], default=None)
         lgi = t(V, "fwd+bwd", "liger triton_grpo_loss inplace=True")
         if ipl and lgi:
-            out[f"V={V} fwd+bwd ours in-place / liger inplace=True"] = round(ipl / lgi, 3)
+            out[f"V={V} fwd+bwd best ours in-place / liger inplace=True"] = round(ipl / lgi, 3)
     RESULTS["goals"] = out
 
 
@@ -804,6 +883,12 @@ def main(argv=None):
         default=420.0,
         help="skip remaining torch.compile timings after this many seconds",
     )
+    ap.add_argument(
+        "--deadline-s",
+        type=float,
+        default=520.0,
+        help="skip every remaining timing row after this many seconds (device calls end at 600)",
+    )
     ap.add_argument("--skip-large", action="store_true", help="skip the N*V > 2^31 checks")
     args = ap.parse_args(argv)
     dev = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
@@ -827,7 +912,7 @@ def main(argv=None):
     for stage, fn in (
         ("correctness_small", lambda: correctness_small(dev)),
         ("correctness_large", lambda: None if args.skip_large else correctness_large(dev)),
-        ("timings", lambda: timings(dev, args.budget_s, liger)),
+        ("timings", lambda: timings(dev, args.budget_s, liger, args.deadline_s)),
     ):
         if stage == "timings":
             os.environ["TSALLIS_TRITON_AUTOTUNE"] = "1"

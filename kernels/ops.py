@@ -92,6 +92,23 @@ def _clean_ids(token_ids: torch.Tensor, active: torch.Tensor | None) -> torch.Te
     return ids.contiguous()
 
 
+def _check_inplace_target(logits: torch.Tensor, flag: str) -> None:
+    """An in-place gradient needs every logit in its own memory (no stride-0 / expanded view)."""
+    probe = getattr(torch, "_debug_has_internal_overlap", None)
+    if probe is not None:
+        overlap = probe(logits) == 1  # 0: none, 1: yes, 2: too complex to tell
+    else:  # pragma: no cover - every supported torch has the probe
+        dims = zip(logits.stride(), logits.shape, strict=True)
+        overlap = any(st == 0 and n > 1 for st, n in dims)
+    if overlap:
+        raise ValueError(
+            f"{flag}=True writes the gradient into the logits' storage, but these logits "
+            f"(shape {tuple(logits.shape)}, strides {logits.stride()}) share memory between "
+            "elements (an expanded / stride-0 view); pass a materialised tensor or use "
+            f"{flag}=False"
+        )
+
+
 def _bump_version(t: torch.Tensor) -> None:
     """Tell autograd that ``t`` was modified in place (so stale saved copies raise)."""
     inc = getattr(torch.autograd.graph, "increment_version", None)
@@ -186,6 +203,8 @@ def token_logprobs(
     check_token_ids(logits, token_ids)
     inv_temp = _check_temperature(temperature)
     name = resolve_impl(impl, logits.device)
+    if inplace_backward:
+        _check_inplace_target(logits, "inplace_backward")
     ids = _clean_ids(token_ids, None)
     logp, ent = _RowsFn.apply(
         logits, ids, None, inv_temp, bool(return_entropy), name, bool(inplace_backward)
@@ -270,6 +289,8 @@ def sequence_logprobs(
     check_token_ids(logits, token_ids, active.view(token_ids.shape))
     inv_temp = _check_temperature(temperature)
     name = resolve_impl(impl, logits.device)
+    if inplace_backward:
+        _check_inplace_target(logits, "inplace_backward")
     ids = _clean_ids(token_ids, active)
     logp, ent = _RowsFn.apply(
         logits, ids, span, inv_temp, bool(return_entropy), name, bool(inplace_backward)
@@ -298,7 +319,10 @@ class FusedLoss(NamedTuple):
     coef_z: torch.Tensor  # [B]
     coef_y: torch.Tensor  # [B]
     entropy: torch.Tensor | None  # [N], 0 at ignored rows
-    timeouts: torch.Tensor | None  # [1] int32, Triton split kernel's wait-timeout flag
+    #: [1] int32 (Triton only): how many programs of the cooperative split kernel timed out
+    #: waiting for their row's siblings. Out of place they fell back to a full re-read (still
+    #: correct); with ``inplace_grad`` their rows are NaN. 0 on every other path.
+    timeouts: torch.Tensor | None
 
 
 def _per_token(coef_z, coef_y, span, seq, scale):
@@ -484,6 +508,8 @@ def fused_sequence_loss(
         )
     if variant not in ("split", "row"):
         raise ValueError(f"variant must be 'split' or 'row', got {variant!r}")
+    if inplace_grad:
+        _check_inplace_target(logits, "inplace_grad")
     ids = _clean_ids(token_ids, active)
     loss, z, y, cz, cy, ent, timeouts = _FusedFn.apply(
         logits,

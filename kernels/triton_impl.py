@@ -29,16 +29,25 @@ softmax of ``u``, ``id`` the row's token. All arithmetic is fp32 whatever the lo
   L2. Progress: with ``DYNAMIC_ID`` a program takes its chunk from an atomic ticket, so all
   tickets below the newest one belong to started programs; only the newest row can wait for
   unstarted siblings, and the kernel cannot deadlock while ``NSPLIT`` programs fit on the GPU
-  at once (38 for V = 151936 and 4096-wide chunks). The ticket costs one same-address atomic
-  per program, so out-of-place launches use the hardware's program order instead (blocks are
-  dispatched in index order in practice, not by contract) and rely on a bounded wait
-  (``MAX_SPIN``): a program that times out recomputes its row's ``lse`` with a full sweep
-  (correct, slower) and raises the ``ERR`` flag. In-place launches cannot use that fallback
-  (siblings may already have overwritten the row), so they wait without bound and always take
-  tickets. In the interpreter (programs run one after another) the fallback is what runs for
-  all but the last chunk of each row, so it is exercised in CI. The same kernel with
+  at once (38 for V = 151936 and 4096-wide chunks). The launcher only makes a cooperative
+  launch when ``NSPLIT`` <= the number of SMs (one resident program per SM is all that is
+  assumed); otherwise it uses the two-launch variant below. The ticket costs one same-address
+  atomic per program, so out-of-place launches use the hardware's program order instead
+  (blocks are dispatched in index order in practice, not by contract) and rely on a bounded
+  wait (``MAX_SPIN`` polls, a few ms): a program that times out recomputes its row's ``lse``
+  with a full sweep (correct, slower, rounding-level different) and increments the ``ERR``
+  counter. In-place launches cannot use that fallback (siblings may already have overwritten
+  the row), so they always take tickets and wait with a much longer bound (seconds); should
+  even that time out (a co-residency deadlock, which the ticket scheme and the SM guard rule
+  out), the row's log-prob and gradient are NaN and ``ERR`` counts it: a loud failure instead
+  of a hung GPU. In the interpreter (programs run one after another) the fallback is what
+  runs for all but the last chunk of each row, so it is exercised in CI. The same kernel with
   ``PHASE = 1`` then ``PHASE = 2`` (two launches, no waiting) is the non-cooperative variant:
-  the chunk is re-read by the second launch (6 bytes/element).
+  the chunk is re-read by the second launch (6 bytes/element); it is also valid in place.
+  Memory ordering: partials are stored, then ``debug_barrier`` (bar.sync) and a gpu-scope
+  ``release`` atomic on the row's counter; waiters poll with gpu-scope ``acquire`` atomics
+  (whose result Triton broadcasts through shared memory behind a barrier) and read the
+  partials with ``volatile`` loads, so no stale L1 line is used.
   UNMEASURED: no GPU was available when this was written. Compiled offline for sm_90 (Triton
   3.9, ptxas), the split kernel needs ~100 registers/thread at 8192-wide chunks with 16 warps
   and ~170 at 4096/4 warps (one or a few CTAs per SM): whether enough bytes stay in flight to
@@ -306,10 +315,11 @@ def _fused_split_kernel(
     PSTRIDE,  # row stride of PART (>= 3 * NSPLIT + 1)
     CNT,  # [N] int32 arrival counters, zeroed before the launch (PHASE 0)
     TICKET,  # [1] int32 ticket counter, zeroed before the launch (DYNAMIC_ID)
-    ERR,  # [1] int32, set to 1 by a program whose wait timed out
+    ERR,  # [1] int32, incremented by every program whose wait timed out
     MAX_SPIN,  # bound on the polling loop
     PHASE: tl.constexpr,  # 0: cooperative single launch; 1: publish partials; 2: finish
     DYNAMIC_ID: tl.constexpr,
+    INPLACE: tl.constexpr,  # DX aliases X: a timed-out wait cannot re-read the row (NaN out)
     HAS_LSE_IN: tl.constexpr,
     WITH_ENT: tl.constexpr,
     BLOCK_V: tl.constexpr,
@@ -392,11 +402,19 @@ def _fused_split_kernel(
                     pt = tl.load(part + 3 * j + 2, mask=jm, other=0.0, volatile=True)
                     ent = lse - _sum(w * tl.where(w > 0, pt, 0.0)) / S
             else:
-                # wait timed out: recompute the row's statistics with a full sweep (not valid
-                # for an in-place gradient, whose launcher therefore never bounds the wait)
-                tl.atomic_xchg(ERR, 1)
-                # (narrow blocks: this rare path must not add to the registers that hold u)
-                lse, ent = _online_lse(x_row, sxv, V, inv_temp, WITH_ENT, 512)
+                # wait timed out: count it, then recompute the row's statistics with a full
+                # sweep (correct, slower, not bitwise equal to the two-stage combine).
+                tl.atomic_add(ERR, 1)
+                if INPLACE:
+                    # siblings may already have overwritten their chunks with gradient, so the
+                    # row cannot be re-read: fail loudly (NaN log-prob and gradient) rather
+                    # than hang or return a silently wrong gradient. The in-place bound is
+                    # seconds long, so this only fires on a genuine co-residency deadlock.
+                    lse = float("nan") + 0.0 * _max(u)
+                    ent = lse
+                else:
+                    # (narrow blocks: this rare path must not add to the registers holding u)
+                    lse, ent = _online_lse(x_row, sxv, V, inv_temp, WITH_ENT, 512)
             if c == 0:
                 tl.store(LOGP + row, x_t - lse)
                 if WITH_ENT:
@@ -448,8 +466,15 @@ _CFG_SPLIT = [(2048, 4, 1), (4096, 4, 1), (4096, 8, 1), (8192, 16, 1)]
 #: untuned defaults (in-place launches, whose tuning would re-run the kernel on its own output)
 _DEFAULT = {"fwd": (4096, 4, 2), "bwd": (4096, 4, 2), "row": (16384, 16, 2), "split": (4096, 8, 1)}
 _SPLIT_MIN_BLOCK = min(b for b, _, _ in _CFG_SPLIT)
-#: bound of the split kernel's wait (GPU polls of an L2-resident counter, ~1 us each)
-GPU_MAX_SPIN = 1 << 16
+#: bound of the split kernel's wait (GPU polls of an L2-resident counter, ~0.5-1 us each, so
+#: a few ms: orders of magnitude above a legitimate wait, which is one sibling's chunk load,
+#: and small enough that a pathological dispatch order costs seconds, not minutes)
+GPU_MAX_SPIN = 1 << 13
+#: bound of the in-place wait (seconds): in place there is no correct fallback, so this only
+#: turns a would-be hang into NaN outputs plus a nonzero timeout count
+INPLACE_MAX_SPIN = 1 << 24
+#: largest grid of the split kernel (CUDA's grid x limit; also keeps the int32 ticket exact)
+_MAX_GRID = 2**31 - 1
 
 
 def _configs(table):
@@ -573,11 +598,17 @@ def fused_rows(
     two-stage lse, chunk kept in registers). ``coop``: for "split", one cooperative launch
     (default on GPU) or two launches (default in the interpreter, whose programs run one after
     another). Returns ``(logp [N], entropy [N] or None, err [1] int32)``; ``err`` is 1 when a
-    cooperative wait timed out (results are still correct unless the gradient is in-place).
+    cooperative wait timed out: the number of programs that timed out (out of place the results
+    are still correct; in place the affected rows are NaN, see the module docstring).
+    A split launch whose grid would exceed CUDA's limit falls back to "row".
     """
     B, T, V = x3.shape
     N = B * T
     dev = x3.device
+    if variant == "split":
+        min_block = block_v or (INTERPRET_BLOCK_V if INTERPRET else _SPLIT_MIN_BLOCK)
+        if N * triton.cdiv(V, min_block) > _MAX_GRID:
+            variant = "row"
     logp = torch.zeros(N, dtype=torch.float32, device=dev)
     ent = torch.zeros(N, dtype=torch.float32, device=dev) if with_entropy else logp
     err = torch.zeros(1, dtype=torch.int32, device=dev)
@@ -633,27 +664,34 @@ def _launch_split(
     dev = common[0].device
     if coop is None or (INTERPRET and inplace):
         # the interpreter runs programs one after another: a cooperative wait can only time
-        # out, and the timeout fallback re-reads the row, which an in-place gradient overwrites
+        # out, and in place a timed-out row has no correct fallback (NaN)
         coop = (not INTERPRET) if coop is None else (coop and not inplace)
     min_block = (
         block_v if block_v is not None else (INTERPRET_BLOCK_V if INTERPRET else _SPLIT_MIN_BLOCK)
     )
-    pstride = 3 * triton.cdiv(V, min_block) + 1
+    nsplit_max = triton.cdiv(V, min_block)
+    if coop and dev.type == "cuda" and nsplit_max > _sm_count(dev):
+        # all NSPLIT programs of a row must be able to be resident at once (one per SM is the
+        # only occupancy we can count on): otherwise use the two-launch variant
+        coop = False
+    pstride = 3 * nsplit_max + 1
     part = torch.empty((N, pstride), dtype=torch.float32, device=dev)
     cnt = torch.zeros(N, dtype=torch.int32, device=dev)
     ticket = torch.zeros(1, dtype=torch.int32, device=dev)
-    if max_spin is None:
-        max_spin = 2 if INTERPRET else GPU_MAX_SPIN
     if dynamic_id is None:
         dynamic_id = inplace
     if inplace and coop:
-        max_spin = 2**31 - 1  # the full-sweep fallback would read overwritten chunks
-        dynamic_id = True  # ... so progress must not depend on the dispatch order
+        dynamic_id = True  # progress must not depend on the dispatch order: no fallback here
+        if max_spin is None:
+            max_spin = 2 if INTERPRET else INPLACE_MAX_SPIN
+    if max_spin is None:
+        max_spin = 2 if INTERPRET else GPU_MAX_SPIN
     tail = (part, pstride, cnt, ticket, err, int(max_spin))
     flags = {"HAS_LSE_IN": has_lse_in, "WITH_ENT": bool(with_entropy)}
 
     def run(phase, dyn):
-        kw = dict(flags, PHASE=phase, DYNAMIC_ID=dyn)
+        # INPLACE only changes the cooperative timeout path: no extra variants for phases 1/2
+        kw = dict(flags, PHASE=phase, DYNAMIC_ID=dyn, INPLACE=bool(inplace) and phase == 0)
         # the two-launch variant must use one chunk width for both launches: never tuned
         fixed = INTERPRET or block_v is not None or inplace or not coop
         if fixed or not autotune_enabled():
@@ -697,6 +735,16 @@ def _launch_split(
         run(2, False)
 
 
+_SM_COUNT: dict = {}
+
+
+def _sm_count(dev) -> int:
+    idx = dev.index if dev.index is not None else torch.cuda.current_device()
+    if idx not in _SM_COUNT:
+        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SM_COUNT[idx]
+
+
 _SPLIT_BY_V: dict = {}
 
 
@@ -711,7 +759,7 @@ def _tuned_split_p2(V):
         ]
         _SPLIT_BY_V[V] = triton.autotune(
             cfgs,
-            key=["V", "HAS_LSE_IN", "WITH_ENT", "PHASE", "DYNAMIC_ID"],
+            key=["V", "HAS_LSE_IN", "WITH_ENT", "PHASE", "DYNAMIC_ID", "INPLACE"],
             reset_to_zero=["CNT", "TICKET"],
         )(_fused_split_kernel)
     return _SPLIT_BY_V[V]

@@ -104,9 +104,10 @@ def compile_kernels_for_sm90(full: bool = False) -> list[str]:
              {"HAS_LSE_IN": lse_in, "WITH_ENT": we, "BLOCK_V": 16384}, 16)  # fmt: skip
         split_t = dict(common, **out_t, PART=vec, PSTRIDE="i32", CNT="*i32", TICKET="*i32",
                        ERR="*i32", MAX_SPIN="i32")  # fmt: skip
-        for phase, dyn in ((0, True), (0, False), (1, False), (2, False)):
+        for phase, dyn, inpl in ((0, True, True), (0, False, False), (1, False, False),
+                                 (2, False, True)):  # fmt: skip
             comp(ti._fused_split_kernel, split_t,
-                 {"PHASE": phase, "DYNAMIC_ID": dyn, "HAS_LSE_IN": lse_in, "WITH_ENT": we,
-                  "BLOCK_V": 4096, "NSPLIT_P2": 64}, 8)  # fmt: skip
+                 {"PHASE": phase, "DYNAMIC_ID": dyn, "INPLACE": inpl, "HAS_LSE_IN": lse_in,
+                  "WITH_ENT": we, "BLOCK_V": 4096, "NSPLIT_P2": 64}, 8)  # fmt: skip
     comp(ti._segsum_kernel, {"SPAN": "*i8", "CU": "*i64"}, {"BLOCK_T": ti.SUM_BLOCK_T}, 4)
     return lines

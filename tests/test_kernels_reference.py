@@ -120,6 +120,23 @@ def test_stride_zero_rows():
     assert_close(lp, naive_logp_entropy(x.contiguous(), ids)[0], atol=1e-12, what="logp")
 
 
+@pytest.mark.parametrize("api", ["token_logprobs", "fused"])
+def test_inplace_gradient_rejects_overlapping_logits(api):
+    """An expanded (stride-0) logits view cannot receive an in-place gradient: clear error."""
+    from kernels import TokenLayout, fused_sequence_loss
+
+    leaf = torch.randn(1, 10, dtype=torch.float64, requires_grad=True)
+    x = leaf.expand(4, 10)
+    ids = torch.tensor([0, 3, 9, 3])
+    with pytest.raises(ValueError, match="share memory"):
+        if api == "token_logprobs":
+            token_logprobs(x, ids, impl="torch", inplace_backward=True)
+        else:
+            lay = TokenLayout.from_varlen(torch.tensor([0, 4]), torch.ones(4))
+            fused_sequence_loss(x, ids, lay, (torch.ones(1), torch.ones(1)), impl="torch",
+                                inplace_grad=True)  # fmt: skip
+
+
 def test_sequence_sums_and_all_masked_sequence():
     x, ids = _data((3, 5), 8)
     rat = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)

@@ -185,10 +185,38 @@ def test_fused_matches_reference(variant, coop, mode, monkeypatch):
     assert (a.grad[2] == 0).all() and (a.grad[:, 6] == 0).all()
     if variant == "split" and coop:
         # the interpreter runs programs one after another, so all but the last chunk of a row
-        # time out waiting for their siblings and take the full-sweep fallback: flagged
-        assert int(res.timeouts) == 1
+        # time out waiting for their siblings and take the full-sweep fallback: counted
+        swept = (rat | ans) if mode == "verifier" else rat  # likelihood: answer lse came in
+        nsplit = -(-x.shape[-1] // ti.INTERPRET_BLOCK_V)
+        assert int(res.timeouts) == int(swept.sum()) * (nsplit - 1)
     else:
         assert int(res.timeouts) == 0
+
+
+def test_split_inplace_timeout_fails_loudly(monkeypatch):
+    """A cooperative in-place wait that times out has no correct fallback: NaN, counted.
+
+    On the GPU the in-place bound is seconds long and the launcher only goes cooperative when a
+    row's programs fit on the SMs; here the interpreter (programs run in sequence) forces the
+    timeout, with the launcher told it is on a GPU so that it keeps the cooperative launch.
+    """
+    x, ids, rat, ans = _layout_batch(seed=5)
+    lay = TokenLayout.from_masks(rat, ans)
+    span = lay.span
+    ids_c = torch.where(span != 0, ids.reshape(-1), torch.zeros((), dtype=torch.long))
+    g = torch.where(span != 0, torch.tensor(0.5), torch.tensor(0.0))
+    out = x.clone()
+    monkeypatch.setattr(ti, "INTERPRET", False)
+    logp, _, err = ti.fused_rows(out, ids_c, span, g, 1.0, False, out, variant="split",
+                                 block_v=32, coop=True, max_spin=2)  # fmt: skip
+    active = span.view(4, 7) != 0
+    nsplit = -(-x.shape[-1] // 32)
+    assert nsplit == 2
+    assert int(err) == int(active.sum()) * (nsplit - 1)
+    assert torch.isnan(out[active][:, :32]).all()  # chunk 0 of every swept row timed out
+    assert torch.isfinite(out[active][:, 32:]).all()  # the last chunk saw every sibling
+    assert torch.isnan(logp.view(4, 7)[active]).all()
+    assert (out[~active] == 0).all()
 
 
 @pytest.mark.parametrize("variant", ["row", "split"])

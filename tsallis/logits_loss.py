@@ -225,6 +225,7 @@ def tsallis_logits_loss(
         if not isinstance(rewards, torch.Tensor) or tuple(rewards.shape) != (B,):
             got = tuple(rewards.shape) if isinstance(rewards, torch.Tensor) else type(rewards)
             raise ValueError(f"rewards must be a tensor of shape [B] = [{B}], got {got}")
+        rewards = rewards.to(logits.device)  # both paths then agree on where coefficients live
         mode = "verifier"
 
     if not fused or reduction == "none":
