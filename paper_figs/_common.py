@@ -37,6 +37,7 @@ def out_dir(name: str, quick: bool, fig_root) -> Path:
 
 def save(fig, name: str, folder: Path, rows: list[dict]) -> Path:
     """Write <name>.png, <name>.pdf and <name>.csv (the plotted numbers) into ``folder``."""
+    tidy_log_axes(fig)
     fig.tight_layout()
     fig.savefig(folder / f"{name}.png", dpi=110, bbox_inches="tight")
     fig.savefig(folder / f"{name}.pdf", bbox_inches="tight")
@@ -53,3 +54,33 @@ def save(fig, name: str, folder: Path, rows: list[dict]) -> Path:
 def subplots(n: int, width: float = 4.2, height: float = 3.4):
     fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
     return fig, axes[0]
+
+
+def int_ticks(ax, values, axis: str = "x") -> None:
+    """Plain integer ticks at ``values`` on a log axis (no '2×10^0' minor labels)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    a.set_major_locator(FixedLocator(list(values)))
+    a.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    a.set_minor_locator(NullLocator())
+
+
+def tidy_log_axes(fig) -> None:
+    """A log axis spanning under ~1.5 decades gets 1-2-5 ticks with plain labels and no minor
+    labels (matplotlib otherwise labels minor ticks '6×10^2', which collide with the y-label)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for ax in fig.axes:
+        for a, lim, scale in (
+            (ax.yaxis, ax.get_ylim(), ax.get_yscale()),
+            (ax.xaxis, ax.get_xlim(), ax.get_xscale()),
+        ):
+            if scale != "log" or not isinstance(a.get_major_locator(), LogLocator):
+                continue
+            lo, hi = sorted(lim)
+            if lo <= 0 or hi / lo > 10**1.5:
+                continue
+            a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            a.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+            a.set_minor_formatter(NullFormatter())

@@ -5,7 +5,10 @@ of a group are exchangeable, so a group is its count vector over the K outcomes)
 from ``tsallis.estimators`` is called once on all groups, and the exact expectation and variance
 of the update Σ_m coef_z·∇log p(z_m) + coef_y·∇log p(y|z_m) follow.  PAFT's resampling is the one
 random part: its expectation and variance add a Monte Carlo average over ``draws`` resamplings
-of each group (seeded generator).
+of each group (seeded generator), drawn through ``tsallis.estimators.paft`` itself (the formula
+is not re-implemented here), and its relative bias carries the Monte Carlo standard error
+``rel_bias_se`` (E[PAFT | pool] = GARL exactly, Prop. D.3, so PAFT's points must lie within a
+few standard errors of GARL's).
 
 * ``verifier`` — 0/1 rewards on the K = 3 arm bandit with two correct arms (PAFT's extra
   variance needs two different correct samples, sims.md), P ∈ {0.05, 0.3}.  The expected update
@@ -33,7 +36,7 @@ from . import Experiment
 from ._common import Q_GRID
 
 NAME = "estimator_bias"
-VERSION = 1
+VERSION = 2  # 2: PAFT's Monte Carlo standard error (mean_cov), more draws
 ESTIMATORS = ("garl", "garl_rloo", "paft")
 # K = 3 arm bandit, arms 0 and 1 correct (shares 0.7 / 0.3 of P)
 VERIFIER_P = (0.05, 0.3)
@@ -78,9 +81,23 @@ def _setup(mode: str, P: float | None):
 
 
 def exact_moments(
-    mode: str, P: float | None, q: float, M: int, estimator: str, draws: int = 64, seed: int = 0
+    mode: str,
+    P: float | None,
+    q: float,
+    M: int,
+    estimator: str,
+    draws: int = 64,
+    seed: int = 0,
+    chunk: int = 256,
 ) -> dict:
-    """Exact E[update] and E‖update‖² by enumerating groups (+ MC over PAFT's draws)."""
+    """Exact E[update] and Var(update) by enumerating groups (+ MC over PAFT's resamplings).
+
+    For PAFT the conditional moments given each enumerated group are Monte Carlo averages over
+    ``draws`` calls of ``tsallis.estimators.paft`` (``chunk`` draws per call, one seeded
+    generator), and ``mean_cov`` [D, D] is the Monte Carlo covariance of the returned mean,
+    Σ_c prob_c²·Cov_c/draws (zero for the deterministic estimators): its projections give the
+    standard errors the figure draws.
+    """
     pi, lw_k, score_z, score_y, grad_P, D = _setup(mode, P)
     K = pi.size
     comps = compositions(M, K)  # [C, K]
@@ -89,24 +106,39 @@ def exact_moments(
     z = np.stack([np.repeat(np.arange(K), c) for c in comps])  # [C, M]
     log_w = torch.as_tensor(lw_k[z])
     fn = est.get_estimator(estimator)
-    kwargs = {"mode": mode}
-    if estimator in est.RANDOMIZED:
-        kwargs["generator"] = torch.Generator().manual_seed(seed)
-        log_w = log_w.expand(draws, *log_w.shape)
-    co = fn(log_w, q, **kwargs)
-    cz, cy = co.coef_z.numpy(), co.coef_y.numpy()
     sz, sy = score_z[z], score_y[z]  # [C, M, D]
-    upd = np.einsum("...cm,cmd->...cd", cz, sz) + np.einsum("...cm,cmd->...cd", cy, sy)
-    if upd.ndim == 3:  # PAFT: average over draws
-        second = (upd**2).sum(-1).mean(0)
-        upd = upd.mean(0)
+
+    def updates(co) -> np.ndarray:  # Σ_m coef_z·∇log p(z_m) + coef_y·∇log p(y|z_m)
+        cz, cy = co.coef_z.numpy(), co.coef_y.numpy()
+        return np.einsum("...cm,cmd->...cd", cz, sz) + np.einsum("...cm,cmd->...cd", cy, sy)
+
+    if estimator in est.RANDOMIZED:
+        gen = torch.Generator().manual_seed(seed)
+        s1 = np.zeros((len(comps), D))  # Σ_draws upd, per group
+        s2 = np.zeros((len(comps), D, D))  # Σ_draws upd·updᵀ, per group
+        done = 0
+        while done < draws:
+            n = min(chunk, draws - done)
+            u = updates(fn(log_w.expand(n, *log_w.shape), q, mode=mode, generator=gen))
+            s1 += u.sum(0)
+            s2 += np.einsum("ncd,nce->cde", u, u)
+            done += n
+        m_c = s1 / draws  # [C, D] conditional means given the group
+        cov_c = s2 / draws - np.einsum("cd,ce->cde", m_c, m_c)  # within-group covariance
+        cov_c *= draws / max(draws - 1, 1)  # unbiased
+        second = np.einsum("cdd->c", cov_c) + (m_c**2).sum(1)
+        mean_cov = np.einsum("c,cde->de", prob**2, cov_c) / draws
+        upd = m_c
     else:
+        upd = updates(fn(log_w, q, mode=mode))
         second = (upd**2).sum(-1)
+        mean_cov = np.zeros((D, D))
     mean = prob @ upd
     var = float(prob @ second - mean @ mean)
     return {
         "mean": mean,
         "var": var,
+        "mean_cov": mean_cov,
         "grad_P": grad_P,
         "P": float(pi @ np.exp(lw_k)),
         "n_groups": len(comps),
@@ -135,6 +167,8 @@ def settings(quick: bool) -> list[dict]:
         for P in Ps:
             for q in qs:
                 for e in ESTIMATORS:
+                    if quick and e == "paft" and (q == 0 or P == 0.05):
+                        continue  # quick: PAFT only where the figure draws it (2 s each)
                     tag = f"P={P:g}" if P is not None else "latent_K3"
                     out.append(
                         {
@@ -146,7 +180,7 @@ def settings(quick: bool) -> list[dict]:
                             "Ms": Ms
                             if e != "paft"
                             else [m for m in Ms if m <= (16 if quick else 32)],
-                            "draws": 32 if quick else 128,
+                            "draws": 512 if quick else 2048,
                             "seed": 0,
                             "n_seeds": 1,
                             "id": f"{NAME}/{mode}/{tag}/q={q:g}/{e}",
@@ -162,13 +196,14 @@ def batch_key(s: dict) -> tuple:
 def run_batch(batch: list[dict]) -> list[dict]:
     out = []
     for s in batch:
-        means, var, lead = [], [], []
+        means, var, lead, covs = [], [], [], []
         for M in s["Ms"]:
             r = exact_moments(
                 s["mode"], s["P"], s["q"], M, s["estimator"], s["draws"], s["seed"] + M
             )
             means.append(r["mean"])
             var.append(r["var"])
+            covs.append(r["mean_cov"])
             lead.append(_leading_term(s["mode"], s["P"], s["q"], M))
         pi, lw_k, _sz, _sy, grad_P, _d = _setup(s["mode"], s["P"])
         w = np.exp(lw_k)
@@ -178,6 +213,7 @@ def run_batch(batch: list[dict]) -> list[dict]:
                 "M": np.array(s["Ms"]),
                 "mean": np.array(means),
                 "var": np.array(var),
+                "mean_cov": np.array(covs),
                 "target": grad_P * Pv ** (-s["q"]),
                 "leading": -np.array(lead),
                 "P_true": np.array(Pv),
@@ -202,6 +238,9 @@ def analyze(table: list[dict]) -> list[dict]:
             mean, target = np.asarray(r["mean"]), np.asarray(r["target"])
             tn = float(target @ target)
             rel = mean @ target / tn - 1.0  # r: E[update] = (1 + r)·target along target
+            # Monte Carlo standard error of r (PAFT's resamplings; 0 for the exact estimators)
+            cov = np.asarray(r.get("mean_cov", np.zeros((len(Ms), target.size, target.size))))
+            rel_se = np.sqrt(np.maximum(np.einsum("d,mde,e->m", target, cov, target), 0.0)) / tn
             resid = mean - np.outer(mean @ target / tn, target)
             orth = np.linalg.norm(resid, axis=1) / math.sqrt(tn)
             cos = mean @ target / (np.linalg.norm(mean, axis=1) * math.sqrt(tn))
@@ -238,6 +277,7 @@ def analyze(table: list[dict]) -> list[dict]:
                     "theory_slope": -1.0 if q not in (0.0, 1.0) else None,
                     "n_censored": 0,
                     "rel_bias": rel.tolist(),
+                    "rel_bias_se": rel_se.tolist(),
                     "leading_rel_bias": lead_rel.tolist(),
                     "orthogonal_rel": orth.tolist(),
                     "cosine": cos.tolist(),

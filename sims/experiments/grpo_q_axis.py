@@ -34,7 +34,7 @@ SERIES = (("grpo", 0.0), ("garl", 0.5))
 
 
 def settings(quick: bool) -> list[dict]:
-    Ms = (8, 64) if quick else (8, 32, 128, 512)
+    Ms = (8, 64, 512) if quick else (8, 32, 128, 512)
     return [
         {
             "experiment": NAME,

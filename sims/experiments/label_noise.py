@@ -38,7 +38,7 @@ EQ_TIMES = np.logspace(0, 9, 19)
 
 def settings(quick: bool) -> list[dict]:
     out = []
-    eps_grid = (0.1, 0.3) if quick else EPS_GRID
+    eps_grid = EPS_GRID
     for eps in eps_grid:
         for q in Q_GRID:
             out.append(
@@ -56,7 +56,7 @@ def settings(quick: bool) -> list[dict]:
                 }
             )
     many = {"N": 20, "frac_wrong": 0.2}
-    grid = (1e-2, 1e-3) if quick else (1e-2, 1e-3, 1e-4)
+    grid = (1e-2, 10**-2.5, 1e-3, 10**-3.5) if quick else (1e-2, 1e-3, 1e-4)
     for q in Q_GRID:
         for p0 in grid:
             out.append(
