@@ -113,6 +113,15 @@ def _row_offset(row, T, stride_b, stride_t):
 
 
 @triton.jit
+def _zero_row(dx_row, stride_v, V, BLOCK_V: tl.constexpr):
+    """Write a zero gradient over one row (ignored tokens, or a zero coefficient)."""
+    for start in range(0, V, BLOCK_V):
+        cols = start + tl.arange(0, BLOCK_V)
+        zero = tl.full((BLOCK_V,), 0.0, tl.float32).to(dx_row.dtype.element_ty)
+        tl.store(dx_row + cols.to(tl.int64) * stride_v, zero, mask=cols < V)
+
+
+@triton.jit
 def _online_lse(x_row, stride_v, V, inv_temp, WITH_ENT: tl.constexpr, BLOCK_V: tl.constexpr):
     """One sweep over a row: returns (lse, entropy) of u = x * inv_temp (entropy 0 if unused)."""
     m = -float("inf")
@@ -205,10 +214,7 @@ def _bwd_kernel(
     if WITH_ENT:
         ge = tl.load(G_ENT + row)
     if (g == 0.0) & (ge == 0.0):
-        for start in range(0, V, BLOCK_V):
-            cols = start + tl.arange(0, BLOCK_V)
-            zero = tl.full((BLOCK_V,), 0.0, tl.float32)
-            tl.store(dx_row + cols.to(tl.int64) * sdv, zero.to(DX.dtype.element_ty), mask=cols < V)
+        _zero_row(dx_row, sdv, V, BLOCK_V)
         return
     x_row = X + _row_offset(row, T, sxb, sxt)
     lse = tl.load(LSE + row)
@@ -260,10 +266,7 @@ def _fused_row_kernel(
     dx_row = DX + _row_offset(row, T, sdb, sdt)
     code = tl.load(SPAN + row)
     if code == 0:
-        for start in range(0, V, BLOCK_V):
-            cols = start + tl.arange(0, BLOCK_V)
-            zero = tl.full((BLOCK_V,), 0.0, tl.float32)
-            tl.store(dx_row + cols.to(tl.int64) * sdv, zero.to(DX.dtype.element_ty), mask=cols < V)
+        _zero_row(dx_row, sdv, V, BLOCK_V)
         return
     x_row = X + _row_offset(row, T, sxb, sxt)
     tok = tl.load(IDS + row)

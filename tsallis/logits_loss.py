@@ -28,12 +28,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .estimators import Coefficients, get_estimator, rewards_to_log_w
-from .loss import _group_size_of, tsallis_sequence_loss
+from .estimators import Coefficients, get_estimator
+from .loss import (
+    _check_reduction,
+    _group_size_of,
+    _log_weights,
+    _resolve_mode,
+    sequence_loss,
+)
 
 __all__ = ["LogitsLossInfo", "TsallisLoss", "shift_for_causal_lm", "tsallis_logits_loss"]
-
-_REDUCTIONS = ("mean", "sum", "none")
 
 
 def shift_for_causal_lm(input_ids, *masks):
@@ -199,8 +203,7 @@ def tsallis_logits_loss(
         >>> tuple(logits.grad.shape), tuple(info.coef_z.shape), info.num_stalled
         ((4, 3, 11), (2, 2), 0)
     """
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    _check_reduction(reduction)
     from kernels import check_logits
 
     check_logits(logits)
@@ -208,25 +211,25 @@ def tsallis_logits_loss(
     B = layout.num_sequences
     M = _group_size_of(B, group_size)
     G = B // M
-    get_estimator(estimator)  # clear error on a typo before any work
-    mode = estimator_options.pop("mode", None)
-    if rewards is None:
-        if mode not in (None, "likelihood"):
-            raise ValueError(f"mode={mode!r} but no rewards were given (likelihood mode)")
-        if answer_mask is None:
-            raise ValueError(
-                "likelihood mode (no rewards) needs answer_mask: the gold answer's tokens "
-                "whose log-prob is the weight w = p(y* | x*, z)"
-            )
-        mode = "likelihood"
-    else:
-        if mode not in (None, "verifier"):
-            raise ValueError(f"mode={mode!r} but rewards were given (verifier mode)")
-        if not isinstance(rewards, torch.Tensor) or tuple(rewards.shape) != (B,):
-            got = tuple(rewards.shape) if isinstance(rewards, torch.Tensor) else type(rewards)
-            raise ValueError(f"rewards must be a tensor of shape [B] = [{B}], got {got}")
+    est = get_estimator(estimator)  # clear error on a typo before any work
+    mode = _resolve_mode(estimator_options.pop("mode", None), rewards, B)
+    if mode == "likelihood" and answer_mask is None:
+        raise ValueError(
+            "likelihood mode (no rewards) needs answer_mask: the gold answer's tokens "
+            "whose log-prob is the weight w = p(y* | x*, z)"
+        )
+    if rewards is not None:
         rewards = rewards.to(logits.device)  # both paths then agree on where coefficients live
-        mode = "verifier"
+
+    # One coefficient rule for both paths: the fused kernel calls it between scoring the answer
+    # rows and its single pass (likelihood mode) or gets its result up front (verifier mode).
+    holder: dict = {}
+
+    def coefficients(logp_y: torch.Tensor | None):
+        log_w = _log_weights(mode, logp_y, rewards, M)
+        c = est(log_w, q, mode=mode, **estimator_options)
+        holder["log_w"], holder["coefs"] = log_w, c
+        return c.coef_z.reshape(B), c.coef_y.reshape(B)
 
     if not fused or reduction == "none":
         from kernels import sequence_logprobs
@@ -235,52 +238,29 @@ def tsallis_logits_loss(
             logits, token_ids, layout, temperature=temperature,
             return_entropy=track_entropy and return_info, impl=impl,
         )  # fmt: skip
-        loss, info = tsallis_sequence_loss(
-            out.logp_z, out.logp_y, q, group_size=M, estimator=estimator, rewards=rewards,
-            reduction=reduction, return_info=True, mode=mode, **estimator_options,
-        )  # fmt: skip
-        if not return_info:
-            return loss
-        ent = None if out.entropy is None else out.entropy.detach()
-        return loss, LogitsLossInfo(
-            out.logp_z.detach(),
-            out.logp_y.detach(),
-            info.log_w,
-            info.coefficients,
-            _mean_entropy(ent, layout.span.to(logits.device)),
+        coef_z, coef_y = coefficients(out.logp_y)
+        loss = sequence_loss(
+            out.logp_z, out.logp_y, coef_z, coef_y, group_size=M, reduction=reduction
         )
-
-    from kernels import fused_sequence_loss
-
-    est = get_estimator(estimator)
-    holder: dict = {}
-    if mode == "verifier":
-        log_w = rewards_to_log_w(rewards.detach()).reshape(G, M)
-        coefs = est(log_w, q, mode=mode, **estimator_options)
-        holder["log_w"], holder["coefs"] = log_w, coefs
-        coefficients = (coefs.coef_z.reshape(B), coefs.coef_y.reshape(B))
+        logp_z, logp_y = out.logp_z.detach(), out.logp_y.detach()
+        entropy = None if out.entropy is None else out.entropy.detach()
     else:
+        from kernels import fused_sequence_loss
 
-        def coefficients(logp_y: torch.Tensor):
-            # a sum of log-probs is <= 0; clamp fp32 rounding above 0
-            log_w = logp_y.detach().clamp(max=0.0).reshape(G, M)
-            c = est(log_w, q, mode=mode, **estimator_options)
-            holder["log_w"], holder["coefs"] = log_w, c
-            return c.coef_z.reshape(B), c.coef_y.reshape(B)
-
-    res = fused_sequence_loss(
-        logits, token_ids, layout, coefficients,
-        normalizer=float(G) if reduction == "mean" else 1.0, temperature=temperature,
-        return_entropy=track_entropy and return_info, inplace_grad=inplace_grad, impl=impl,
-    )  # fmt: skip
+        res = fused_sequence_loss(
+            logits, token_ids, layout, coefficients(None) if mode == "verifier" else coefficients,
+            normalizer=float(G) if reduction == "mean" else 1.0, temperature=temperature,
+            return_entropy=track_entropy and return_info, inplace_grad=inplace_grad, impl=impl,
+        )  # fmt: skip
+        loss, logp_z, logp_y, entropy = res.loss, res.logp_z, res.logp_y, res.entropy
     if not return_info:
-        return res.loss
-    return res.loss, LogitsLossInfo(
-        res.logp_z,
-        res.logp_y,
+        return loss
+    return loss, LogitsLossInfo(
+        logp_z,
+        logp_y,
         holder["log_w"],
         holder["coefs"],
-        _mean_entropy(res.entropy, layout.span.to(logits.device)),
+        _mean_entropy(entropy, layout.span.to(logits.device)),
     )
 
 
@@ -320,12 +300,10 @@ class TsallisLoss(nn.Module):
 
         self.q = check_q(q)
         get_estimator(estimator)
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self.reduction = _check_reduction(reduction)
         self.group_size = _group_size_of(group_size, group_size)
         self.estimator = estimator
         self.temperature = float(temperature)
-        self.reduction = reduction
         self.fused = bool(fused)
         self.inplace_grad = bool(inplace_grad)
         self.track_entropy = bool(track_entropy)

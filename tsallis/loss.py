@@ -39,6 +39,34 @@ def _check_seq(x, name: str, B: int | None = None) -> torch.Tensor:
     return x
 
 
+def _check_reduction(reduction: str) -> str:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def _resolve_mode(mode: str | None, rewards, B: int) -> str:
+    """Likelihood mode without rewards, verifier mode with [B] rewards; a contradicting ``mode``
+    option or a misshapen rewards tensor is an error."""
+    if rewards is None:
+        if mode not in (None, "likelihood"):
+            raise ValueError(f"mode={mode!r} but no rewards were given (likelihood mode)")
+        return "likelihood"
+    if mode not in (None, "verifier"):
+        raise ValueError(f"mode={mode!r} but rewards were given (verifier mode)")
+    if not isinstance(rewards, torch.Tensor) or tuple(rewards.shape) != (B,):
+        got = tuple(rewards.shape) if isinstance(rewards, torch.Tensor) else type(rewards)
+        raise ValueError(f"rewards must be a tensor of shape [B] = [{B}], got {got}")
+    return "verifier"
+
+
+def _log_weights(mode: str, logp_y, rewards, group_size: int) -> torch.Tensor:
+    """log_w [G, M]: the detached answer log-probs (likelihood mode) or log rewards (verifier)."""
+    if mode == "verifier":
+        return rewards_to_log_w(rewards.detach()).reshape(-1, group_size)
+    return logp_y.detach().reshape(-1, group_size)
+
+
 def _group_size_of(B: int, group_size) -> int:
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"group_size (M) must be a positive int, got {group_size!r}")
@@ -76,8 +104,7 @@ def sequence_loss(
     >>> loss, torch.autograd.grad(loss, logp)[0]
     (tensor(1.1250, grad_fn=<DivBackward0>), tensor([-0.2500, -0.0000, -0.1250, -0.1250]))
     """
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    _check_reduction(reduction)
     logp_z = _check_seq(logp_z, "logp_z")
     B = logp_z.shape[0]
     if logp_y is not None:
@@ -166,22 +193,12 @@ def tsallis_sequence_loss(
     logp_z = _check_seq(logp_z, "logp_z")
     B = logp_z.shape[0]
     M = _group_size_of(B, group_size)
-    mode = estimator_options.pop("mode", None)
-    if rewards is None:
+    mode = _resolve_mode(estimator_options.pop("mode", None), rewards, B)
+    if mode == "likelihood":
         if logp_y is None:
             raise ValueError("likelihood mode needs logp_y (the gold answer's log-probs)")
-        if mode not in (None, "likelihood"):
-            raise ValueError(f"mode={mode!r} but no rewards were given (likelihood mode)")
-        log_w = _check_seq(logp_y, "logp_y", B).detach().reshape(B // M, M)
-        mode = "likelihood"
-    else:
-        if mode not in (None, "verifier"):
-            raise ValueError(f"mode={mode!r} but rewards were given (verifier mode)")
-        if not isinstance(rewards, torch.Tensor) or rewards.shape != (B,):
-            got = tuple(rewards.shape) if isinstance(rewards, torch.Tensor) else type(rewards)
-            raise ValueError(f"rewards must be a tensor of shape [{B}], got {got}")
-        log_w = rewards_to_log_w(rewards.detach()).reshape(B // M, M)
-        mode = "verifier"
+        _check_seq(logp_y, "logp_y", B)
+    log_w = _log_weights(mode, logp_y, rewards, M)
     coefs = get_estimator(estimator)(log_w, q, mode=mode, **estimator_options)
     loss = sequence_loss(logp_z, logp_y, coefs.coef_z, coefs.coef_y, reduction=reduction)
     if return_info:
@@ -216,11 +233,9 @@ class TsallisSequenceLoss(nn.Module):
 
         self.q = check_q(q)
         get_estimator(estimator)  # fail early on a typo
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self.reduction = _check_reduction(reduction)
         self.group_size = _group_size_of(group_size, group_size)
         self.estimator = estimator
-        self.reduction = reduction
         self.estimator_options = dict(estimator_options)
         self.last_info: LossInfo | None = None
 
