@@ -1,4 +1,4 @@
-r"""Stochastic training with M samples per step, vectorised over runs (sims.md dynamics 3).
+r"""Stochastic training with M samples per step, vectorised over runs (SGD or Adam).
 
 One array program advances R runs (seeds × settings) at once: parameters ``θ [R, D]`` (float64
 torch), M samples per run per step drawn with counter-based uniforms (:mod:`sims.rng`, so a run's
@@ -7,11 +7,12 @@ handed to an estimator from :mod:`tsallis.estimators` (one call for all rows), a
 
     θ ← θ + lr · Σ_m [ coef_z[m]·∇log p(z_m) + coef_y[m]·∇log p(y | z_m) ]
 
-(the negative gradient of the estimator's surrogate loss, api-contract "Sign convention"), or the
-Adam step on that gradient.  The per-sample scores are the exact scores of the tabular models, and
+(the negative gradient of the estimator's surrogate loss, docs/api-contract.md "Sign convention"),
+or the Adam step on that gradient (learning rate and ε per row, β shared; defaults β = (0.9, 0.999),
+ε = 1e-8).  The per-sample scores are the exact scores of the tabular models, and
 their coefficient-weighted sum equals the autograd gradient of ``tsallis.sequence_loss`` (tested).
 
-Modes (math.md §1):
+Modes (the paper's Section 2; docs/conventions.md "modes"):
 
 * ``"verifier"``: the whole response is sampled and a 0/1 reward checks it; log_w = log r.
 * ``"likelihood"``: the rationale z is sampled, the gold answer teacher-forced;
@@ -208,6 +209,8 @@ def _train_sampled(
     mode: str = "verifier",
     paper_normalization: bool = False,
     optimizer: str = "sgd",
+    adam_eps=1e-8,
+    adam_betas: tuple[float, float] = (0.9, 0.999),
     max_steps: int,
     delta: float = 0.5,
     record_steps=None,
@@ -227,7 +230,10 @@ def _train_sampled(
             matched effective step size fold M^q into it, see :mod:`sims.experiments`).
         estimator: a key of ``tsallis.estimators.ESTIMATORS``.
         paper_normalization: divide GARL/PAFT coefficients by M^q (the paper's algorithms).
-        optimizer: ``"sgd"`` or ``"adam"`` (β = (0.9, 0.999), ε = 1e-8), per row.
+        optimizer: ``"sgd"`` or ``"adam"`` (the same for every row).
+        adam_eps: Adam's ε, a positive float or one value per row ``[R]`` (default 1e-8); the
+            step is lr·m̂/(√v̂ + ε).  Ignored by SGD.
+        adam_betas: Adam's (β1, β2), each in [0, 1), shared by all rows (default (0.9, 0.999)).
         max_steps: budget; runs that never reach δ are censored at it.
         record_steps: optional increasing step numbers at which to record P (training curves).
         freeze_escaped: stop updating a row once it escaped (escape-time sweeps); False keeps
@@ -260,6 +266,20 @@ def _train_sampled(
     lr_all = torch.as_tensor(np.broadcast_to(np.asarray(lr, dtype=np.float64), (R,)).copy())
     if (lr_all <= 0).any():
         raise ValueError("lr must be positive")
+    eps_np = np.asarray(adam_eps, dtype=np.float64)
+    if eps_np.ndim > 1 or not np.all(np.isfinite(eps_np) & (eps_np > 0)):
+        raise ValueError(f"adam_eps must be a positive float or an [R] array, got {adam_eps!r}")
+    if eps_np.ndim == 1 and eps_np.shape != (R,):
+        raise ValueError(f"an array adam_eps must have shape [{R}], got {eps_np.shape}")
+    try:
+        b1, b2 = (float(b) for b in adam_betas)
+    except (TypeError, ValueError):
+        raise ValueError(f"adam_betas must be two floats in [0, 1), got {adam_betas!r}") from None
+    if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+        raise ValueError(f"adam_betas must be two floats in [0, 1), got {adam_betas!r}")
+    per_row_eps = eps_np.ndim == 1
+    # a scalar ε stays a Python float: the default path is the historical one, bit for bit
+    eps_a = torch.as_tensor(eps_np)[:, None] if per_row_eps else float(eps_np)
     rec = None if record_steps is None else np.asarray(record_steps, dtype=np.int64)
     if rec is not None and (rec.ndim != 1 or np.any(np.diff(rec) <= 0) or rec[0] < 0):
         raise ValueError("record_steps must be increasing non-negative ints")
@@ -280,7 +300,6 @@ def _train_sampled(
     m1 = torch.zeros_like(theta)
     m2 = torch.zeros_like(theta)
     th, lr_a, key_a = theta, lr_all[:, None], keys
-    b1, b2, adam_eps = 0.9, 0.999, 1e-8
     rec_ptr = 0
     P = _monitor_torch(model, th)
     if freeze_escaped:
@@ -295,6 +314,8 @@ def _train_sampled(
         m1, m2 = m1[keep], m2[keep]
         if per_row_q:
             q_a = q_a[keep]
+        if per_row_eps:
+            eps_a = eps_a[keep]
     acc_stall = torch.zeros(active.shape[0], dtype=torch.int64)
     acc_max = torch.full((active.shape[0],), -math.inf, dtype=torch.float64)
     acc_min = torch.full((active.shape[0],), math.inf, dtype=torch.float64)
@@ -322,7 +343,7 @@ def _train_sampled(
             m2 = b2 * m2 + (1 - b2) * g * g
             m1h = m1 / (1 - b1 ** (t + 1))
             m2h = m2 / (1 - b2 ** (t + 1))
-            th = th + lr_a * m1h / (m2h.sqrt() + adam_eps)
+            th = th + lr_a * m1h / (m2h.sqrt() + eps_a)
         t += 1
         P = _monitor_torch(model, th)
         if rec is not None and rec_ptr < rec.size and rec[rec_ptr] == t:
@@ -340,6 +361,8 @@ def _train_sampled(
                 m1, m2 = m1[keep], m2[keep]
                 if per_row_q:
                     q_a = q_a[keep]
+                if per_row_eps:
+                    eps_a = eps_a[keep]
                 acc_stall, acc_max, acc_min = acc_stall[keep], acc_max[keep], acc_min[keep]
         if progress is not None and t % 64 == 0:
             progress(64)
