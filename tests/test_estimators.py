@@ -59,11 +59,17 @@ def test_baseline_hand_values():
     torch.testing.assert_close(est.rloo(LOG_W).coef_z[0], (W[0] - LOO) / 4)
     torch.testing.assert_close(est.rloo(LOG_W).coef_y, W / 4)
     torch.testing.assert_close(est.dr_grpo(LOG_W).coef_z, (W - 0.25) / 4)
-    std = math.sqrt((0.25**2 + 0 + 2 * 0.125**2) / 3)  # unbiased
-    g = est.grpo(LOG_W, eps=0.0)
+    # verifier mode (rewards in [0, 1]): the unbiased sample std, as TRL
+    std = math.sqrt((0.25**2 + 0 + 2 * 0.125**2) / 3)
+    g = est.grpo(LOG_W, eps=0.0, mode="verifier")
     torch.testing.assert_close(g.coef_z, (W - 0.25) / std / 4)
-    torch.testing.assert_close(g.coef_y, W / std / 4)
     assert float(g.amplification) == pytest.approx(1 / std)
+    # likelihood mode: the Bernoulli std of the reward w Rao-Blackwellises,
+    # σ² = M/(M-1)·w̄(1-w̄) = (4/3)·(1/4)·(3/4) = 1/4, σ = 1/2
+    g = est.grpo(LOG_W, eps=0.0)
+    torch.testing.assert_close(g.coef_z, (W - 0.25) / 0.5 / 4)
+    torch.testing.assert_close(g.coef_y, W / 0.5 / 4)
+    assert float(g.amplification) == pytest.approx(2.0)
     torch.testing.assert_close(
         est.sft(LOG_W).coef_z, torch.tensor([[0.25, 0.0, 0.0, 0.0]], dtype=torch.float64)
     )

@@ -2,7 +2,7 @@ r"""The J_Q loss on LLM logits: token log-probs, estimator coefficients and the 
 
     L = -Σ_b [ sg(a_b) · log p(z_b | x*) + sg(b_b) · log p(y* | x*, z_b) ] / G
 
-(math.md §5, "as a surrogate loss"), where log p(z_b | x*) and log p(y* | x*, z_b) are the sums
+(docs/conventions.md, "Coefficients"), where log p(z_b | x*) and log p(y* | x*, z_b) are the sums
 of token log-probs of sequence b over its rationale span and its answer span, computed from the
 logits by :mod:`kernels`, and (a, b) are the per-sequence coefficients of an estimator of
 :mod:`tsallis.estimators` (GARL Eq. 9, GARL-RLOO Eq. 12, PAFT Alg. 2, and the RL baselines).
@@ -28,14 +28,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .estimators import Coefficients, get_estimator
-from .loss import (
-    _check_reduction,
-    _group_size_of,
-    _log_weights,
-    _resolve_mode,
-    sequence_loss,
+from ._validate import (
+    check_group_size,
+    check_positive_int,
+    check_q,
+    check_reduction,
+    log_weights,
+    resolve_mode,
 )
+from .estimators import Coefficients, get_estimator
+from .loss import sequence_loss
 
 __all__ = ["LogitsLossInfo", "TsallisLoss", "shift_for_causal_lm", "tsallis_logits_loss"]
 
@@ -127,6 +129,25 @@ def _layout(logits, rationale_mask, answer_mask, cu_seqlens):
     return TokenLayout.from_varlen(cu_seqlens, rationale_mask, answer_mask)
 
 
+def _check_answers_present(layout) -> None:
+    """Likelihood mode: every sequence needs an answer token, else log w = log 1 = 0 (one
+    cumulative sum over the span codes and one device sync)."""
+    from kernels.layout import ANSWER
+
+    is_answer = (layout.span == ANSWER).to(torch.int64)
+    csum = torch.cat([is_answer.new_zeros(1), is_answer.cumsum(0)])
+    cu = layout.cu_seqlens.to(csum.device)
+    empty = (csum[cu[1:]] - csum[cu[:-1]]) == 0
+    if bool(empty.any()):
+        bad = torch.nonzero(empty).reshape(-1).tolist()
+        shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
+        raise ValueError(
+            f"likelihood mode: sequence(s) {shown} of {layout.num_sequences} have no answer "
+            "token in answer_mask; the weight w = p(y* | x*, z) needs the gold answer's tokens "
+            "(an empty answer would count as w = 1)"
+        )
+
+
 def _mean_entropy(ent, span):
     if ent is None:
         return torch.tensor(float("nan"))
@@ -155,10 +176,13 @@ def tsallis_logits_loss(
     return_info: bool = False,
     **estimator_options,
 ):
-    r"""J_Q loss of G·M sampled sequences straight from the logits (math.md §5).
+    r"""J_Q loss of G·M sampled sequences straight from the logits (docs/conventions.md).
 
     Likelihood mode (``rewards`` None): log w_b = log p(y* | x*, z_b), the answer span's summed
-    log-probs (detached), so ``answer_mask`` is required. Verifier mode: ``rewards [B]`` in
+    log-probs (detached), so ``answer_mask`` is required and every sequence must have at least
+    one answer token (an empty answer would have log w = 0, the largest weight of its group:
+    a ValueError names the sequence). A gold token of probability 0 (a -inf logit) is a valid
+    weight w = 0: the loss and its gradient stay finite. Verifier mode: ``rewards [B]`` in
     [0, 1], log w_b = log r_b; the answer mask is optional (without it the whole response is
     the rationale span). The M samples of each prompt are contiguous (sequence b is in group
     b // M), as in TRL.
@@ -203,21 +227,23 @@ def tsallis_logits_loss(
         >>> tuple(logits.grad.shape), tuple(info.coef_z.shape), info.num_stalled
         ((4, 3, 11), (2, 2), 0)
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     from kernels import check_logits
 
     check_logits(logits)
     layout = _layout(logits, rationale_mask, answer_mask, cu_seqlens)
     B = layout.num_sequences
-    M = _group_size_of(B, group_size)
+    M = check_group_size(B, group_size)
     G = B // M
     est = get_estimator(estimator)  # clear error on a typo before any work
-    mode = _resolve_mode(estimator_options.pop("mode", None), rewards, B)
-    if mode == "likelihood" and answer_mask is None:
-        raise ValueError(
-            "likelihood mode (no rewards) needs answer_mask: the gold answer's tokens "
-            "whose log-prob is the weight w = p(y* | x*, z)"
-        )
+    mode = resolve_mode(estimator_options.pop("mode", None), rewards, B)
+    if mode == "likelihood":
+        if answer_mask is None:
+            raise ValueError(
+                "likelihood mode (no rewards) needs answer_mask: the gold answer's tokens "
+                "whose log-prob is the weight w = p(y* | x*, z)"
+            )
+        _check_answers_present(layout)
     if rewards is not None:
         rewards = rewards.to(logits.device)  # both paths then agree on where coefficients live
 
@@ -226,7 +252,7 @@ def tsallis_logits_loss(
     holder: dict = {}
 
     def coefficients(logp_y: torch.Tensor | None):
-        log_w = _log_weights(mode, logp_y, rewards, M)
+        log_w = log_weights(mode, logp_y, rewards, M)
         c = est(log_w, q, mode=mode, **estimator_options)
         holder["log_w"], holder["coefs"] = log_w, c
         return c.coef_z.reshape(B), c.coef_y.reshape(B)
@@ -296,12 +322,10 @@ class TsallisLoss(nn.Module):
         **estimator_options,
     ):
         super().__init__()
-        from ._validate import check_q
-
         self.q = check_q(q)
         get_estimator(estimator)
-        self.reduction = _check_reduction(reduction)
-        self.group_size = _group_size_of(group_size, group_size)
+        self.reduction = check_reduction(reduction)
+        self.group_size = check_positive_int(group_size, name="group_size (M)")
         self.estimator = estimator
         self.temperature = float(temperature)
         self.fused = bool(fused)

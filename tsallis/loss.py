@@ -1,11 +1,13 @@
-r"""The J_Q surrogate loss on per-sequence log-probabilities (math.md §5).
+r"""The J_Q surrogate loss on per-sequence log-probabilities (docs/conventions.md).
 
     L = -Σ_m [ sg(coef_z[m])·logp_z[m] + sg(coef_y[m])·logp_y[m] ]
 
 with ``logp_z`` the summed token log-probs of each sampled rationale, ``logp_y`` those of the
 answer span (teacher-forced gold answer in likelihood mode; the sampled answer in verifier mode)
-and detached coefficients from an estimator. Its gradient is the estimator's gradient of ℓ_q,
-so any optimiser step on it is a J_Q training step.
+and detached coefficients from an estimator (GARL Eq. 9, GARL-RLOO Eq. 12, PAFT Algorithm 2,
+RL baselines). Its gradient is the estimator's gradient of ℓ_q (Prop. 4.1), so any optimiser
+step on it is a J_Q training step. A zero coefficient contributes 0 even against a log-prob of
+-inf, and the loss is computed in at least float32 whatever the log-probs' dtype.
 
 Batch layout: B = G·M sequences, the M samples of each prompt contiguous (row b belongs to group
 b // M), as TRL and verl lay out their rollouts.
@@ -18,11 +20,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .estimators import Coefficients, get_estimator, rewards_to_log_w
+from ._validate import (
+    check_group_size,
+    check_positive_int,
+    check_q,
+    check_reduction,
+    check_sequence_values,
+    log_weights,
+    resolve_mode,
+)
+from .estimators import Coefficients, get_estimator
 
 __all__ = ["sequence_loss", "tsallis_sequence_loss", "TsallisSequenceLoss", "LossInfo"]
-
-_REDUCTIONS = ("mean", "sum", "none")
 
 
 def _check_seq(x, name: str, B: int | None = None) -> torch.Tensor:
@@ -39,43 +48,11 @@ def _check_seq(x, name: str, B: int | None = None) -> torch.Tensor:
     return x
 
 
-def _check_reduction(reduction: str) -> str:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    return reduction
-
-
-def _resolve_mode(mode: str | None, rewards, B: int) -> str:
-    """Likelihood mode without rewards, verifier mode with [B] rewards; a contradicting ``mode``
-    option or a misshapen rewards tensor is an error."""
-    if rewards is None:
-        if mode not in (None, "likelihood"):
-            raise ValueError(f"mode={mode!r} but no rewards were given (likelihood mode)")
-        return "likelihood"
-    if mode not in (None, "verifier"):
-        raise ValueError(f"mode={mode!r} but rewards were given (verifier mode)")
-    if not isinstance(rewards, torch.Tensor) or tuple(rewards.shape) != (B,):
-        got = tuple(rewards.shape) if isinstance(rewards, torch.Tensor) else type(rewards)
-        raise ValueError(f"rewards must be a tensor of shape [B] = [{B}], got {got}")
-    return "verifier"
-
-
-def _log_weights(mode: str, logp_y, rewards, group_size: int) -> torch.Tensor:
-    """log_w [G, M]: the detached answer log-probs (likelihood mode) or log rewards (verifier)."""
-    if mode == "verifier":
-        return rewards_to_log_w(rewards.detach()).reshape(-1, group_size)
-    return logp_y.detach().reshape(-1, group_size)
-
-
-def _group_size_of(B: int, group_size) -> int:
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
-        raise ValueError(f"group_size (M) must be a positive int, got {group_size!r}")
-    if B % group_size != 0:
-        raise ValueError(
-            f"the batch must hold whole groups: B = {B} sequences is not a multiple of "
-            f"group_size M = {group_size} (expected B = G·M)"
-        )
-    return group_size
+def _weighted(coef: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    """coef·logp with 0·(-inf) := 0: a zero coefficient contributes nothing, even against a
+    gold answer of probability 0 (a valid weight w = 0 in likelihood mode)."""
+    zero = torch.zeros((), dtype=coef.dtype, device=coef.device)
+    return torch.where(coef == 0, zero, coef * logp)
 
 
 def sequence_loss(
@@ -87,7 +64,11 @@ def sequence_loss(
     group_size: int | None = None,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    r"""-(coef_z·logp_z + coef_y·logp_y) per sequence, coefficients detached (math.md §5).
+    r"""-(coef_z·logp_z + coef_y·logp_y) per sequence, coefficients detached.
+
+    The surrogate loss of docs/conventions.md ("Coefficients"); 0·(-inf) := 0, so a sequence
+    whose coefficient is 0 contributes 0 whatever its log-prob. Computed in the log-probs' dtype
+    promoted to at least float32.
 
     Args:
         logp_z: [B] summed log-probs of each rationale span.
@@ -104,7 +85,7 @@ def sequence_loss(
     >>> loss, torch.autograd.grad(loss, logp)[0]
     (tensor(1.1250, grad_fn=<DivBackward0>), tensor([-0.2500, -0.0000, -0.1250, -0.1250]))
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     logp_z = _check_seq(logp_z, "logp_z")
     B = logp_z.shape[0]
     if logp_y is not None:
@@ -132,11 +113,12 @@ def sequence_loss(
             f"coefficients hold {coef_z.numel()} values (shape {tuple(coef_z.shape)}) but there "
             f"are B = {B} sequences"
         )
-    a = coef_z.detach().reshape(B).to(logp_z.dtype)
-    per_seq = a * logp_z
+    ct = torch.promote_types(logp_z.dtype, torch.float32)
     if logp_y is not None:
-        b = coef_y.detach().reshape(B).to(logp_y.dtype)
-        per_seq = per_seq + b * logp_y
+        ct = torch.promote_types(ct, logp_y.dtype)
+    per_seq = _weighted(coef_z.detach().reshape(B).to(ct), logp_z.to(ct))
+    if logp_y is not None:
+        per_seq = per_seq + _weighted(coef_y.detach().reshape(B).to(ct), logp_y.to(ct))
     per_seq = -per_seq
     if reduction == "none":
         return per_seq
@@ -144,7 +126,7 @@ def sequence_loss(
         return per_seq.sum()
     if group_size is None:
         raise ValueError('reduction="mean" with flat [B] coefficients needs group_size (M)')
-    num_groups = B // _group_size_of(B, group_size)
+    num_groups = B // check_group_size(B, group_size)
     return per_seq.sum() / num_groups
 
 
@@ -184,6 +166,12 @@ def tsallis_sequence_loss(
     The coefficients come from ``estimator`` (see :mod:`tsallis.estimators`), the loss from
     :func:`sequence_loss`.
 
+    Values are checked: ``logp_z`` must be finite and <= 0 (a sampled rationale has positive
+    probability); ``logp_y`` likewise, except that in likelihood mode -inf is allowed (a gold
+    answer of probability 0 is a weight w = 0, and the loss stays finite). NaN, +inf or a
+    positive log-prob (beyond rounding: 1e-6 in float64, 1e-3 otherwise) is a ValueError naming
+    the sequence.
+
     >>> logp_z = torch.tensor([-3.0, -5.0, -4.0, -6.0], requires_grad=True)
     >>> logp_y = torch.log(torch.tensor([0.5, 0.1, 0.2, 0.2])).requires_grad_()
     >>> loss = tsallis_sequence_loss(logp_z, logp_y, 1.0, group_size=2, estimator="garl")
@@ -192,13 +180,17 @@ def tsallis_sequence_loss(
     """
     logp_z = _check_seq(logp_z, "logp_z")
     B = logp_z.shape[0]
-    M = _group_size_of(B, group_size)
-    mode = _resolve_mode(estimator_options.pop("mode", None), rewards, B)
-    if mode == "likelihood":
-        if logp_y is None:
-            raise ValueError("likelihood mode needs logp_y (the gold answer's log-probs)")
+    M = check_group_size(B, group_size)
+    mode = resolve_mode(estimator_options.pop("mode", None), rewards, B)
+    if mode == "likelihood" and logp_y is None:
+        raise ValueError("likelihood mode needs logp_y (the gold answer's log-probs)")
+    check_sequence_values(logp_z.detach(), "logp_z", allow_neg_inf=False)
+    if logp_y is not None:
         _check_seq(logp_y, "logp_y", B)
-    log_w = _log_weights(mode, logp_y, rewards, M)
+        # likelihood mode: the gold answer may have probability 0 (w = 0, log w = -inf); in
+        # verifier mode the answer was sampled, so its log-prob is finite
+        check_sequence_values(logp_y.detach(), "logp_y", allow_neg_inf=mode == "likelihood")
+    log_w = log_weights(mode, logp_y, rewards, M)
     coefs = get_estimator(estimator)(log_w, q, mode=mode, **estimator_options)
     loss = sequence_loss(logp_z, logp_y, coefs.coef_z, coefs.coef_y, reduction=reduction)
     if return_info:
@@ -229,12 +221,10 @@ class TsallisSequenceLoss(nn.Module):
         **estimator_options,
     ):
         super().__init__()
-        from ._validate import check_q
-
         self.q = check_q(q)
         get_estimator(estimator)  # fail early on a typo
-        self.reduction = _check_reduction(reduction)
-        self.group_size = _group_size_of(group_size, group_size)
+        self.reduction = check_reduction(reduction)
+        self.group_size = check_positive_int(group_size, name="group_size (M)")
         self.estimator = estimator
         self.estimator_options = dict(estimator_options)
         self.last_info: LossInfo | None = None
