@@ -12,4 +12,5 @@ FIGURES = (
     "label_noise",
     "estimator_bias",
     "grpo_q_axis",
+    "adam_threshold",
 )

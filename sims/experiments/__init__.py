@@ -31,6 +31,7 @@ class Experiment:
 
 def _registry() -> dict[str, Experiment]:
     from . import (
+        adam_threshold,
         escape_time,
         estimator_bias,
         grpo_q_axis,
@@ -40,6 +41,7 @@ def _registry() -> dict[str, Experiment]:
     )
 
     mods = (escape_time, sampled_escape, training_curves, label_noise, estimator_bias, grpo_q_axis)
+    mods += (adam_threshold,)
     return {m.EXPERIMENT.name: m.EXPERIMENT for m in mods}
 
 
