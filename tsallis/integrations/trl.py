@@ -237,13 +237,6 @@ class TsallisGRPOConfig(GRPOConfig):
                     "TsallisGRPOConfig: mask_truncated_completions=True is incompatible with "
                     "likelihood mode (a rationale cut at the length budget gets the forced marker)"
                 )
-        if self.num_generations is not None and self.num_generations < 2 and (
-            self.estimator in ("garl_rloo", "rloo", "grpo")
-        ):
-            raise ValueError(
-                f"TsallisGRPOConfig: estimator {self.estimator!r} needs num_generations >= 2, "
-                f"got {self.num_generations}"
-            )
         bad = []
         if self.beta != 0.0:
             bad.append(f"beta={self.beta} (a KL penalty is not part of J_Q; use beta=0.0)")
