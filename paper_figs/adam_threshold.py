@@ -39,13 +39,14 @@ def _steps_vs_q(ax, recs, key, colors, label_fn, budget_label):
         pred = predicted_q_star(qs["p0"], qs["adam_eps"], qs["score_scale"])
         if 0.0 <= pred <= 1.0:
             ax.axvline(pred, color=c, ls="--", lw=1.0)
-    ax.set(yscale="log", xlabel="q", ylabel="median escape steps (P ≥ 1/2)")
+    top = max(r["budget"] for r in recs)
+    ax.set(yscale="log", xlabel="q", ylabel="median escape steps (P ≥ 1/2)", ylim=(None, 12 * top))
     handles, _ = ax.get_legend_handles_labels()
     handles += [
         Line2D([], [], ls="none", marker="^", mfc="none", color="k", label=budget_label),
         Line2D([], [], ls="--", color="k", label="predicted q* = 1 - log(ε/s)/log p0"),
     ]
-    ax.legend(handles=handles, fontsize=6.5, loc="upper right")
+    ax.legend(handles=handles, fontsize=6.5, loc="upper center", ncol=2)
 
 
 def make(quick: bool = False, results_dir=None, fig_root=None):
@@ -78,6 +79,8 @@ def make(quick: bool = False, results_dir=None, fig_root=None):
                            for i, r in enumerate(rs)])  # fmt: skip
             ax_q.errorbar(x, qm, yerr=[qm - lo, np.zeros_like(qm)], fmt=mk, color=c, ms=5,
                           mfc=c if part == "exact" else "none", capsize=2, lw=0.8)  # fmt: skip
+            if part == "sampled":  # its own s = (1 - p0)/K: the prediction as crosses
+                ax_q.plot(x, [r["q_star_predicted"] for r in rs], "x", color=c, ms=5)
     ax_q.set(xlabel="log10(1/p0)", ylabel="q*  (smallest q escaping within budget)",
              ylim=(-0.05, 1.05))  # fmt: skip
     handles = [Line2D([], [], color=c, lw=2, label=f"ε = {eps:g}") for eps, c in EPS_COLORS.items()]
@@ -88,7 +91,8 @@ def make(quick: bool = False, results_dir=None, fig_root=None):
                label=f"sigmoid, exact gradient (lr {ex_lr:g}, budget {ex_b})"),
         Line2D([], [], ls="none", marker="s", mfc="none", color="k",
                label=f"latent K=4, GARL-RLOO, M=8 (lr {sa_lr:g}, budget {sa_b})"),
-        Line2D([], [], ls="--", color="k", label="hypothesis 1 - log(ε/s)/log p0 (s = 1)"),
+        Line2D([], [], ls="--", color="k", label="hypothesis 1 - log(ε/s)/log p0, s = 1-p0"),
+        Line2D([], [], ls="none", marker="x", color="k", label="hypothesis, latent s = (1-p0)/4"),
         Line2D([], [], ls=":", color="k", label="budget-aware (sigmoid lr, budget)"),
     ]  # fmt: skip
     ax_q.legend(handles=handles, fontsize=6.5, loc="lower right")

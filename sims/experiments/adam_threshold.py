@@ -425,7 +425,8 @@ def analyze(table: list[dict]) -> list[dict]:
             "adam_eps": r["adam_eps"],
             "lr": r["lr"],
             "q": r["q"],
-            "p0": float(r["p0_actual"]),
+            "p0": r["p0"],
+            "p0_actual": float(r["p0_actual"]),
             "M": r["M"],
             "budget": r["budget"],
             "median_steps": summ["median"],
@@ -438,7 +439,7 @@ def analyze(table: list[dict]) -> list[dict]:
         groups.setdefault((r["part"], r["adam_eps"], r["p0"]), []).append(rec)
     for (_part, eps, _p0), recs in groups.items():
         r0 = recs[0]
-        p0, s = r0["p0"], r0["score_scale"]
+        p0, s = r0["p0_actual"], r0["score_scale"]
         meas = measured_q_star([r["q"] for r in recs], [not r["median_censored"] for r in recs])
         pred = predicted_q_star(p0, eps, s)
         pred_b = budget_q_star(p0, eps, s, r0["lr"], int(r0["budget"]))
@@ -456,7 +457,8 @@ def analyze(table: list[dict]) -> list[dict]:
                 **{k: r0[k] for k in ("part", "model", "mode", "estimator", "optimizer")},
                 "adam_eps": eps,
                 "lr": r0["lr"],
-                "p0": p0,
+                "p0": r0["p0"],
+                "p0_actual": p0,
                 "M": r0["M"],
                 "budget": r0["budget"],
                 "n_runs": r0["n_runs"],
