@@ -1,4 +1,8 @@
-"""``python -m paper_figs <name>|all [--quick] [--out DIR] [--results DIR]``."""
+"""``python -m paper_figs <name>|all [--quick] [--out DIR] [--results DIR]``.
+
+``--out`` and ``--results`` are checked before any work: a file, a folder under a file, a
+missing parent folder or an unwritable folder exits with status 2 and a one-line message.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import argparse
 import importlib
 import sys
 import time
+
+from sims.runner import check_out_dir
 
 from . import FIGURES
 
@@ -19,6 +25,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="figures root (default figures/)")
     parser.add_argument("--results", default=None, help="results cache (default results/)")
     args = parser.parse_args(argv)
+    try:  # before any work: a file, a folder under a file, a missing parent, no write access
+        if args.out is not None:
+            check_out_dir(args.out, create_parents=False, flag="--out")
+        if args.results is not None:
+            check_out_dir(args.results, create_parents=False, flag="--results")
+    except ValueError as err:
+        print(f"python -m paper_figs: error: {err}", file=sys.stderr)
+        return 2
     names = FIGURES if args.name == "all" else (args.name,)
     t_all = time.perf_counter()
     for name in names:

@@ -81,7 +81,8 @@ def fit_slope(
     interval when the points are exactly collinear or there are only two); with several seeds
     a percentile bootstrap that resamples seeds within each point (seeded: a pure function).
 
-    Returns slope, intercept, slope_ci [lo, hi], n_points, n_excluded, n_censored.
+    Returns slope, intercept, slope_ci [lo, hi], n_points, n_excluded, n_censored, and ``note``
+    (None, or why the slope is nan: fewer than 2 points whose median escaped).
     """
     if kind not in ("power", "log"):
         raise ValueError(f"kind must be 'power' or 'log', got {kind!r}")
@@ -97,13 +98,18 @@ def fit_slope(
     n_cens = int(sum(s["n_censored"] for s in summaries))
     x_all = np.log(1.0 / p0)
     if keep.sum() < 2:
+        n_ex = int((~keep).sum())
+        note = f"too few points to fit ({int(keep.sum())} usable, 2 needed"
+        if n_ex:
+            note += f"; {n_ex} left out: their median run never escaped within the budget"
         return {
             "slope": math.nan,
             "intercept": math.nan,
             "slope_ci": [math.nan, math.nan],
             "n_points": int(keep.sum()),
-            "n_excluded": int((~keep).sum()),
+            "n_excluded": n_ex,
             "n_censored": n_cens,
+            "note": note + ")",
         }
     x = x_all[keep]
 
@@ -138,6 +144,7 @@ def fit_slope(
         "n_points": int(keep.sum()),
         "n_excluded": int((~keep).sum()),
         "n_censored": n_cens,
+        "note": None,
     }
 
 

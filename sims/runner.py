@@ -124,29 +124,34 @@ class ResultFileError(ValueError):
     """A result file exists but cannot be read; the message names the file."""
 
 
-def check_out_dir(out) -> Path:
+def check_out_dir(out, *, create_parents: bool = True, flag: str = "--out") -> Path:
     """The results/figures folder ``out`` as a Path, after checking it can be written.
 
-    ``out`` may not exist yet (it is created), but the nearest existing ancestor must be a
-    folder we can write to.  ``''`` means the current folder.  Raises ValueError with a one-line
-    message (what was given, what is wrong) before any work is done.
+    ``''`` means the current folder.  An existing ``out`` must be a writable folder.  A missing
+    one is created later; with ``create_parents=False`` (the command lines) its parent must
+    already be a folder, so a typo in a parent's name is an error rather than a new tree.
+    Raises ValueError with a one-line message (what was given, what is wrong) before any work.
     """
     if out is None:
-        raise ValueError("--out: no folder given")
-    path = Path(os.path.expanduser(str(out))) if str(out) != "" else Path(".")
-    shown = str(out) if str(out) != "" else "'' (the current folder)"
-    p = path
-    while not p.exists():
-        if p.is_symlink():
-            raise ValueError(f"--out {shown}: {p} is a dangling symlink")
-        if p.parent == p:
-            break
+        raise ValueError(f"{flag}: no folder given")
+    text = str(out)
+    path = Path(os.path.expanduser(text)) if text != "" else Path(".")
+    shown = f"{flag} {text!r}" + (" (the current folder)" if text == "" else "")
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{shown}: {path} is a file, not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f"{shown}: folder {path} is not writable")
+        return path
+    p = path.parent
+    while not p.exists() and p.parent != p:
         p = p.parent
     if p.exists() and not p.is_dir():
-        what = "is a file" if p == path else f"lies under {p}, which is a file, not a folder"
-        raise ValueError(f"--out {shown}: {what}")
+        raise ValueError(f"{shown}: {path} lies under {p}, which is a file, not a folder")
+    if not create_parents and p != path.parent:
+        raise ValueError(f"{shown}: parent folder {path.parent} does not exist")
     if not os.access(p, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {shown}: folder {p} is not writable")
+        raise ValueError(f"{shown}: cannot create {path}: folder {p} is not writable")
     return path
 
 

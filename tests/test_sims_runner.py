@@ -1,8 +1,10 @@
-"""Runner, cache, CLI and censoring (sims.md "Dynamics"; issue 3 runner requirements)."""
+"""Runner, cache, CLI and censoring: a run that never escapes is kept as censored (README,
+"Simulators"), and the cache never recomputes or overwrites silently."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -177,3 +179,29 @@ def test_cli_list_and_json_summary(tmp_path):
         env=env,
     )
     assert bad.returncode != 0 and "unknown experiment" in bad.stderr
+
+
+def test_text_summary_names_experiment_distinguishes_rows_and_explains_nan():
+    from sims.__main__ import summary_lines
+
+    base = {"regime": "flow", "model": "two_label", "estimator": "exact", "q": 0.5, "M": None}
+    recs = [
+        {**base, "eps": 0.1, "lr": 1.0, "slope": 0.03, "slope_ci": [0.0, 0.1], "n_censored": 0},
+        {**base, "eps": 0.2, "lr": 1.0, "slope": 0.02, "slope_ci": [0.0, 0.1], "n_censored": 0},
+        {**base, "eps": 0.3, "lr": 1.0, "slope": math.nan, "slope_ci": [math.nan] * 2,
+         "n_censored": 3, "n_points": 1},
+        {**base, "q": 1.0, "eps": 0.3, "lr": 1.0, "slope": math.nan,
+         "slope_ci": [math.nan] * 2, "n_censored": 0, "slope_note": "a stated reason"},
+        {"regime": "flow", "no": "slope here"},
+    ]
+    lines = summary_lines("label_noise", "the noise experiment", recs)
+    assert lines[0].startswith("== label_noise: the noise experiment")
+    rows = lines[2:]
+    assert len(rows) == 4 and len(set(rows)) == 4
+    assert "eps" in lines[1] and "lr" not in lines[1]  # only the field that tells rows apart
+    assert "0.2" in rows[1] and "0.3" in rows[2]
+    assert "nan: too few points to fit (1 usable, 2 needed)" in rows[2]
+    assert "nan: a stated reason" in rows[3]
+    assert "nan:" not in rows[0]
+    for r in recs[:4]:  # the text never lies about which field differs
+        assert sum(str(r["eps"]) in row for row in rows) >= 1

@@ -27,3 +27,17 @@ def test_table_text_and_bad_q():
         [sys.executable, "-m", "tsallis", "--q", "2"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "q must lie in [0, 1]" in bad.stderr
+
+
+def test_help_explains_every_option():
+    out = subprocess.run(
+        [sys.executable, "-m", "tsallis", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "escape time" in out
+    for opt, words in (
+        ("--q", "Tsallis indices"),
+        ("--p0", "initial success probabilities"),
+        ("--delta", "escape threshold"),
+        ("--json", "JSON"),
+    ):
+        assert opt in out and words in out, (opt, out)

@@ -40,11 +40,42 @@ def format_table(rows, qs, p0s, delta) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tsallis", description=__doc__.splitlines()[0])
-    parser.add_argument("--q", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
-    parser.add_argument("--p0", type=float, nargs="+", default=[1e-2, 1e-4, 1e-6])
-    parser.add_argument("--delta", type=float, default=0.5)
-    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser = argparse.ArgumentParser(
+        prog="python -m tsallis",
+        description="Print the sigmoid model's gradient-flow escape time T_q(p0 -> delta) "
+        "(Eq. 15, unit rate) for each q and p0.",
+    )
+    parser.add_argument(
+        "--q",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.25, 0.5, 0.75, 1.0],
+        metavar="Q",
+        help="Tsallis indices q in [0, 1], one column each (q = 0: RL/RLVR, q = 1: maximum "
+        "likelihood; default: 0 0.25 0.5 0.75 1)",
+    )
+    parser.add_argument(
+        "--p0",
+        type=float,
+        nargs="+",
+        default=[1e-2, 1e-4, 1e-6],
+        metavar="P0",
+        help="initial success probabilities p0 in (0, delta), one row each "
+        "(default: 1e-2 1e-4 1e-6)",
+    )
+    parser.add_argument(
+        "--delta",
+        type=float,
+        default=0.5,
+        help="escape threshold: the time counted is until P first reaches delta, in (0, 1) "
+        "(default: 0.5)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the rows as JSON (p0, q, exact time T, leading-order T_asymptotic) "
+        "instead of the table",
+    )
     args = parser.parse_args(argv)
     try:
         rows = escape_time_table(args.q, args.p0, args.delta)

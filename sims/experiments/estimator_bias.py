@@ -250,9 +250,21 @@ def analyze(table: list[dict]) -> list[dict]:
             # for continuous weights; "≫" read as a factor 2
             scale = 1.0 / Pv if mode == "verifier" else float(r["var_w"]) / Pv**2
             big = Ms >= 2.0 * scale
+            if q == 0:
+                note = "q = 0 is unbiased (r = 0 exactly): no bias to fit"
+            elif big.sum() < 2:
+                note = (
+                    f"only {int(big.sum())} M in the delta-method regime M ≥ 2·"
+                    f"{'1/P' if mode == 'verifier' else 'Var(w)/P²'} = {2.0 * scale:.3g} "
+                    "(2 needed)"
+                )
+            elif np.any(np.abs(rel[big]) < 1e-13):
+                note = "the bias is 0 to round-off (|r| < 1e-13): no power law to fit"
+            else:
+                note = None
             fit = (
                 {"slope": math.nan, "slope_ci": [math.nan, math.nan]}
-                if q == 0 or big.sum() < 2 or np.any(np.abs(rel[big]) < 1e-13)
+                if note is not None
                 else fit_slope(1.0 / Ms[big], [[abs(x)] for x in rel[big]])
             )
             extra = None
@@ -275,6 +287,7 @@ def analyze(table: list[dict]) -> list[dict]:
                     "slope": fit["slope"],
                     "slope_ci": fit["slope_ci"],
                     "theory_slope": -1.0 if q not in (0.0, 1.0) else None,
+                    "slope_note": note,
                     "n_censored": 0,
                     "rel_bias": rel.tolist(),
                     "rel_bias_se": rel_se.tolist(),

@@ -108,6 +108,13 @@ def analyze(table: list[dict]) -> list[dict]:
                     "theory_slope": th,
                     "n_censored": 0,
                     "n_points": int(sel.sum()),
+                    "fit_P_range": [float(P[sel].min()), float(P[sel].max())]
+                    if sel.any()
+                    else None,
+                    "slope_note": None
+                    if sel.sum() >= 3
+                    else f"too few grid points to fit ({int(sel.sum())} P with "
+                    f"{'4/M ≤ P ≤ 0.2' if regime_name == 'MP>=4' else 'P ≤ 0.1/M'}, 3 needed)",
                     "max_rel_err_vs_theory": float(np.max(np.abs(amp / th_amp - 1.0))),
                     "P": P.tolist(),
                     "amplification": amp.tolist(),

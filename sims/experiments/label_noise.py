@@ -217,6 +217,8 @@ def analyze(table: list[dict]) -> list[dict]:
                 "slope_ci": fit["slope_ci"],
                 "theory_slope": (1.0 - q) if kind == "power" else None,
                 "n_censored": fit["n_censored"],
+                "n_points": fit["n_points"],
+                "slope_note": fit["note"],
                 "points": [
                     {
                         "p0": float(a),

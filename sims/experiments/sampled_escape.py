@@ -187,6 +187,11 @@ def analyze(table: list[dict]) -> list[dict]:
                 "slope_ci": fit["slope_ci"],
                 "theory_slope": th_slope,
                 "flow_slope": flow_asym,
+                "n_points": fit["n_points"],
+                "slope_note": None
+                if fit["note"] is None
+                else f"{int(capped.sum())} p0 ≤ 0.1/M = {0.1 / M:g} (the capped regime p0 ≪ 1/M) "
+                f"on the grid, {fit['note']}",
                 "n_censored": int(sum(s["n_censored"] for s in summ)),
                 "fit_range": [float(p0[capped].min()), float(p0[capped].max())]
                 if capped.any()
