@@ -305,11 +305,13 @@ def test_documented_hydra_overrides_reach_the_estimator():
         "algorithm.adv_estimator=tsallis_garl_rloo",
         "+algorithm.tsallis.q=0.5",
         "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum",
+        "actor_rollout_ref.rollout.n=8",
     ]
     config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
     with initialize_config_dir(config_dir=config_dir, version_base=None):
         cfg = compose(config_name="ppo_trainer", overrides=overrides)
     assert cfg.actor_rollout_ref.actor.loss_agg_mode == "seq-mean-token-sum"
+    assert cfg.actor_rollout_ref.rollout.n == 8
     got = _run(_batch(REWARDS_12, UIDS_SHUFFLED), cfg.algorithm.adv_estimator, cfg.algorithm)
     torch.testing.assert_close(
         got, _reference(REWARDS_12, UIDS_SHUFFLED, 0.5, "garl_rloo"), rtol=1e-6, atol=1e-6
