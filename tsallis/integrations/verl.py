@@ -72,12 +72,12 @@ exactly that of the package's surrogate -(1/G)·Σ_b coef_z[b]·log π(y_b | x_b
 Which ``loss_agg_mode``
 -----------------------
 The estimator's direction is Σ_b coef_b ∇log π(y_b), a sum over each sequence's tokens.
-``seq-mean-token-sum`` reproduces it with the scale above; ``seq-mean-token-sum-norm`` (a constant
-1/``loss_scale_factor``), ``token-sum`` (factor B) and ``token-mean`` (factor B/N_tokens, N_tokens
-the mini-batch's response tokens, so a step-dependent learning rate) keep the direction and change
-only the scale. ``seq-mean-token-mean`` (verl's GRPO default in some recipes) divides each
-sequence's term by its own length: it changes the direction whenever lengths differ and is not
-the estimator. Use ``seq-mean-token-sum``.
+``seq-mean-token-sum`` reproduces it with the scale above; ``seq-mean-token-sum-norm`` (factor
+1/``loss_scale_factor``, or 1/the padded response length when that is unset), ``token-sum``
+(factor B) and ``token-mean`` (factor B/N_tokens, N_tokens the mini-batch's response tokens, so a
+step-dependent learning rate) keep the direction and change only the scale.
+``seq-mean-token-mean`` divides each sequence's term by its own length: it changes the direction
+whenever lengths differ and is not the estimator. Use ``seq-mean-token-sum``.
 
 Likelihood mode
 ---------------
