@@ -1,4 +1,6 @@
-"""benchmarks/gpu_bench.py must keep working: run its --smoke mode (CPU, Triton interpreter)."""
+"""benchmarks/gpu_bench.py must keep working: its --smoke run (CPU, Triton interpreter) goes
+through the same case table and runner as the GPU run; plus the pure pieces of the runner
+(criteria, dispatch table writer, Liger wheel loader) on synthetic inputs."""
 
 from __future__ import annotations
 
@@ -7,33 +9,195 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import gpu_bench  # noqa: E402
+
+pkg = gpu_bench.load_package()
+from tsallis_gpu_bench import cases as bench_cases  # noqa: E402
+from tsallis_gpu_bench import run as bench_run  # noqa: E402
+
+needs_triton = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="triton not installed"
+)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
+@needs_triton
 def test_gpu_bench_smoke(tmp_path):
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
+    import kernels
+
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "gpu_bench.py"), "--smoke", "--out",
-         str(tmp_path)],
-        capture_output=True, text=True, timeout=240, env=env, cwd=ROOT,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "gpu_bench.py"), "--smoke",
+           "--no-liger", "--commit", "smoke-test", "--out", str(tmp_path)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-4000:]
     files = list(tmp_path.glob("*.json"))
-    assert len(files) == 1
+    assert len(files) == 1 and files[0].name.endswith("-smoketest.json")
     res = json.loads(files[0].read_text())
-    assert res["meta"]["smoke"] is True and res["meta"]["torch"]
+    meta = res["meta"]
+    assert meta["smoke"] is True and meta["commit"] == "smoke-test" and meta["torch"]
+    assert meta["variants"] == list(kernels.FUSED_VARIANTS)
     assert res["errors"] == []
-    checks = res["correctness"]
-    assert len(checks) > 40 and all(c["ok"] for c in checks)
-    names = " ".join(c["check"] for c in checks)
-    for needed in ("fused likelihood split-coop", "batch invariance", "one sequence of"):
-        assert needed in names
-    kinds = {(t["kind"], t["impl"]) for t in res["timings"] if "ms" in t}
-    assert ("fwd+bwd", "ours fused split") in kinds and ("fwd", "naive torch") in kinds
-    assert "=== timings" in proc.stdout
-    assert proc.stdout.rstrip().splitlines()[-1].startswith("wrote")
+    cases = res["cases"]
+    assert all(c["status"] in ("ok", "skipped") for c in cases), [
+        (c["name"], c["status"]) for c in cases if c["status"] not in ("ok", "skipped")
+    ]
+    skipped = {c["kind"] for c in cases if c["status"] == "skipped"}
+    assert skipped <= {"liger_fwd", "liger_grpo"}  # --no-liger
+    # every variant was checked against the oracle and repeated bitwise, through the public API
+    for v in kernels.FUSED_VARIANTS:
+        (c,) = [c for c in cases if c["kind"] == "fused" and c["variant"] == v
+                and not c["inplace"] and c["mode"] == "verifier"]  # fmt: skip
+        names = [k["check"] for k in c["checks"]]
+        assert "grad vs float64" in names and any(n.startswith("repeatable") for n in names)
+        assert c["timing"]["ms"] > 0
+    kinds = {c["kind"] for c in cases if c["status"] == "ok"}
+    assert {"fwd", "fused", "kernel_fwd", "kernel_fused", "two_pass", "rows", "noncontig", "long",
+            "naive_fwd", "naive_fused", "copy"} <= kinds  # fmt: skip
+    assert any(c["inplace"] for c in cases if c["status"] == "ok")
+    assert any(c["mode"] == "likelihood" for c in cases if c["status"] == "ok")
+    checks = [k["check"] for c in cases for k in c.get("checks", [])]
+    assert any(k.startswith("batch invariant") for k in checks)
+    assert {g["status"] for g in res["goals"]} == {"not measured"}
+    out = proc.stdout
+    assert "=== goals" in out and "=== timings" in out
+    assert out.rstrip().splitlines()[-1].startswith("wrote")
+
+
+def test_commit_and_out_are_required(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "GIT_COMMIT"}
+    script = os.path.join(ROOT, "benchmarks", "gpu_bench.py")
+    p = subprocess.run([sys.executable, script, "--smoke", "--out", str(tmp_path)],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)  # fmt: skip
+    assert p.returncode == 2 and "GIT_COMMIT" in p.stderr
+    p = subprocess.run([sys.executable, script, "--smoke", "--commit", "x"],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)  # fmt: skip
+    assert p.returncode == 2 and "--out" in p.stderr
+
+
+def test_case_table_gpu_profile():
+    variants = ("row", "split")
+    cases = bench_cases.build_cases(bench_cases.PROFILES["gpu"], variants, lambda V: "row")
+    names = [c.name for c in cases]
+    assert len(names) == len(set(names))
+    for V in (32000, 151936):
+        for v in variants:
+            for inplace in (False, True):
+                assert any(c.kind == "fused" and c.variant == v and c.inplace == inplace
+                           and c.work.V == V for c in cases)  # fmt: skip
+            assert any(c.kind == "fused" and c.variant == v and c.mode == "likelihood"
+                       and c.work.V == V for c in cases)  # fmt: skip
+            assert any(c.kind == "kernel_fused" and c.variant == v and c.work.V == V
+                       for c in cases)  # fmt: skip
+        assert {"liger_fwd", "liger_grpo", "copy", "fwd"} <= {
+            c.kind for c in cases if c.work is not None and c.work.V == V
+        }
+    w = cases[0].work
+    assert (w.B, w.T, w.masked_tail) == (16, 1024, 100)
+    # the goal rows come first: everything before the first small-shape case is at the
+    # timing shapes and out of place
+    head = names[: [c.kind for c in cases].index("rows")]
+    assert all("in-place" not in n and "likelihood" not in n for n in head)
+    with pytest.raises(ValueError, match="unknown case kind"):
+        bench_cases.Case("x", "nope")
+
+
+def test_ulp_and_grad_criterion():
+    import torch
+
+    ref = torch.tensor([1.0, 1.5, -3.0, 2.0**-130, 0.0], dtype=torch.float64)
+    u = bench_run.ulp(ref, "bfloat16")
+    assert u.tolist()[:3] == [2.0**-7, 2.0**-7, 2.0**-6]
+    assert u[3] == 2.0**-133 and u[4] == 2.0**-133
+    g = torch.tensor([1.0, 1.5, -3.0], dtype=torch.float64)
+    r = g + torch.tensor([2.0**-9, 0.0, 0.0], dtype=torch.float64)
+    st = bench_run.GradStats("bfloat16", 0.125)
+    st.add(g, r, g)  # same error as the yardstick everywhere
+    assert st.result("x")["ok"]
+    st = bench_run.GradStats("bfloat16", 0.125)
+    st.add(g, r, r)  # yardstick exact: our 1/4 ulp error exceeds the 1/8 ulp slack
+    res = st.result("x")
+    assert not res["ok"] and res["elements_failing"] == 1
+    assert res["first_failure"]["flat_index"] == 0
+    st = bench_run.GradStats("bfloat16", 0.125)
+    st.add(torch.tensor([float("nan")]), torch.tensor([0.0]), torch.tensor([float("nan")]))
+    assert not st.result("x")["ok"]
+
+
+def _result(rows, smoke=False):
+    return {"meta": {"smoke": smoke, "gpu": "NVIDIA H200", "commit": "abc",
+                     "date_utc": "2026-01-01T00:00:00Z"},
+            "cases": rows}  # fmt: skip
+
+
+def _fused(V, variant, ms, status="ok", inplace=False, mode="verifier"):
+    return {"kind": "fused", "V": V, "variant": variant, "inplace": inplace, "mode": mode,
+            "status": status, "timing": {"ms": ms}}  # fmt: skip
+
+
+def test_dispatch_from_measurements(tmp_path):
+    rows = [
+        _fused(32000, "row", 1.0),
+        _fused(32000, "multi", 0.9, status="fail"),  # failed a check: never chosen
+        _fused(32000, "row_rev", 0.5, inplace=True),  # in place: not a dispatch candidate
+        _fused(32000, "split", 0.4, mode="likelihood"),
+        _fused(151936, "split", 4.0),
+        _fused(151936, "row", 5.0),
+        _fused(151936, None, 3.0),  # the default row itself
+    ]
+    best = bench_run.best_variants(_result(rows))
+    assert best == {32000: ("row", 1.0), 151936: ("split", 4.0)}
+    table = bench_run.dispatch_table(best)
+    assert table == ((69727, "row"), (None, "split"))  # floor(sqrt(32000 * 151936))
+    assert bench_run.dispatch_table({32000: ("multi", 1), 151936: ("multi", 2)}) == (
+        (None, "multi"),
+    )
+    with pytest.raises(ValueError, match="nothing to dispatch"):
+        bench_run.dispatch_table({})
+    # rewriting a copy of kernels/dispatch.py keeps the rest of the file and stays importable
+    src = os.path.join(ROOT, "kernels", "dispatch.py")
+    dst = tmp_path / "dispatch.py"
+    dst.write_text(open(src).read())
+    res = tmp_path / "r.json"
+    res.write_text(json.dumps(_result(rows)))
+    bench_run.write_dispatch(str(res), str(dst))
+    spec = importlib.util.spec_from_file_location("dispatch_copy", dst)
+    mod = importlib.util.module_from_spec(spec)
+    text = dst.read_text().replace("from __future__ import annotations\n", "", 1)
+    exec(compile("from __future__ import annotations\n" + text, str(dst), "exec"), mod.__dict__)
+    assert mod.TABLE == table and mod.MEASURED is True and "r.json" in mod.PROVENANCE
+    assert mod.choose_variant(32000) == "row" and mod.choose_variant(151936) == "split"
+    res.write_text(json.dumps(_result(rows, smoke=True)))
+    with pytest.raises(ValueError, match="smoke"):
+        bench_run.write_dispatch(str(res), str(dst))
+
+
+def test_liger_wheel_loader(tmp_path):
+    """A wheel is a zip: the loader unpacks the newest liger_kernel-*.whl onto sys.path."""
+    whl = tmp_path / "liger_kernel-9.9.9-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w") as z:
+        z.writestr("liger_kernel/__init__.py", "")
+        z.writestr("liger_kernel/ops/__init__.py", "")
+        z.writestr("liger_kernel/ops/grpo_loss.py", "def fused_selective_log_softmax(): return 1\n")
+        z.writestr("liger_kernel/transformers/__init__.py", "")
+        z.writestr("liger_kernel/transformers/grpo_loss.py", "def triton_grpo_loss(): return 2\n")
+    saved = list(sys.path)
+    try:
+        sel, grpo, version = bench_run.find_liger(str(tmp_path))
+        if version.startswith("9.9.9") or "from liger_kernel-9.9.9" in version:
+            assert sel() == 1 and grpo() == 2
+        else:  # a real liger-kernel is installed in this environment: it wins
+            assert sel is not None and grpo is not None
+    finally:
+        sys.path[:] = saved
+        for m in [m for m in sys.modules if m.startswith("liger_kernel")]:
+            del sys.modules[m]
+    sel, grpo, why = bench_run.find_liger(str(tmp_path / "empty"))
+    if sel is None:
+        assert "no wheel" in why
