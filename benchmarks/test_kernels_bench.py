@@ -12,7 +12,7 @@ compute the same weighted log-likelihood and its gradient w.r.t. the logits.
 
 Peak memory is read from the PyTorch profiler's allocator events (CPU allocations made while
 the step runs, including the returned gradient); "extra" subtracts one gradient buffer.
-Goals (issue 4): time <= 1.0x naive, peak extra <= 1/8 of naive's.
+Goals: time <= 1.0x naive, peak extra <= 1/8 of naive's.
 """
 
 from __future__ import annotations

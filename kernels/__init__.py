@@ -1,10 +1,15 @@
 """Token-level work on LLM logits: per-token / per-sequence log-probs, entropy, and the fused
-weighted-log-likelihood loss whose gradient is written in the same pass (see kernel.md).
+weighted-log-likelihood loss whose gradient is written in the same pass (design, bytes moved
+and the variants: kernels/README.md).
 
 This package never imports ``tsallis``: the coefficient rule of an estimator comes in as
-tensors or as a callable (see :func:`fused_sequence_loss`).
+tensors or as a callable (see :func:`fused_sequence_loss`). Layout: :mod:`.layout` (which row
+is which), :mod:`.ops` (the public autograd ops), :mod:`.reference` (plain torch: the CPU path
+and the float64 oracle), :mod:`.triton` (the Triton kernels, imported lazily),
+:mod:`.dispatch` (which fused variant runs by default), :mod:`.testing` (test helpers).
 """
 
+from .dispatch import FUSED_VARIANTS, choose_variant
 from .layout import (
     ANSWER,
     IGNORED,
@@ -25,10 +30,12 @@ from .ops import (
 )
 from .reference import backward_rows as reference_backward_rows
 from .reference import forward_rows as reference_forward_rows
+from .reference import naive_logp_entropy
 from .reference import segment_sums as reference_segment_sums
 
 __all__ = [
     "ANSWER",
+    "FUSED_VARIANTS",
     "FusedLoss",
     "IGNORED",
     "RATIONALE",
@@ -36,7 +43,9 @@ __all__ = [
     "TokenLayout",
     "check_logits",
     "check_token_ids",
+    "choose_variant",
     "fused_sequence_loss",
+    "naive_logp_entropy",
     "reference_backward_rows",
     "reference_forward_rows",
     "reference_segment_sums",

@@ -3,11 +3,12 @@
 A batch of ``B`` sequences is laid out as ``N`` logits rows (``[N, V]``, or ``[B, T, V]`` read
 row-major as ``N = B*T`` rows). :class:`TokenLayout` says, for every row, which sequence it
 belongs to (``cu_seqlens``, packed-varlen style: sequence ``b`` owns rows
-``cu_seqlens[b]:cu_seqlens[b+1]``) and which span it is in (``span``: 0 ignored, 1 rationale z,
-2 answer y*). Padded ``[B, T]`` masks are the special case ``cu_seqlens = arange(B+1)*T``.
+``cu_seqlens[b]:cu_seqlens[b+1]``) and which span it is in (``span``: :data:`IGNORED`,
+:data:`RATIONALE` z or :data:`ANSWER` y*). Padded ``[B, T]`` masks are the special case
+``cu_seqlens = arange(B+1)*T``.
 
 Per-sequence sums are taken over each sequence's own rows in a fixed order that starts at the
-sequence's first row, so they do not depend on what else is in the batch (kernel.md).
+sequence's first row, so they do not depend on what else is in the batch (kernels/README.md).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+#: span codes of a logits row: not scored (padding, prompt, last position), rationale z, answer y*
 IGNORED, RATIONALE, ANSWER = 0, 1, 2
 
 __all__ = [
@@ -47,12 +49,17 @@ def check_logits(logits: torch.Tensor) -> None:
 
 
 def check_token_ids(
-    logits: torch.Tensor, token_ids: torch.Tensor, active: torch.Tensor | None = None
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    active: torch.Tensor | None = None,
+    *,
+    check_range: bool = True,
 ) -> None:
     """Check ``token_ids`` has the logits' leading shape, an integer dtype and values in [0, V).
 
     Only positions where ``active`` is true are range-checked (ignored positions may hold any
-    id, e.g. Hugging Face's -100).
+    id, e.g. Hugging Face's -100). The range check reads the ids on the host (one device sync
+    for CUDA tensors); ``check_range=False`` checks only shape, dtype and device.
     """
     if not isinstance(token_ids, torch.Tensor):
         raise TypeError(f"token_ids must be a torch.Tensor, got {type(token_ids).__name__}")
@@ -65,6 +72,8 @@ def check_token_ids(
         )
     if token_ids.device != logits.device:
         raise ValueError(f"token_ids are on {token_ids.device} but logits are on {logits.device}")
+    if not check_range:
+        return
     V = logits.shape[-1]
     ids = token_ids.reshape(-1)
     bad = (ids < 0) | (ids >= V)
@@ -96,8 +105,8 @@ class TokenLayout:
 
     Attributes:
         cu_seqlens: ``[B+1]`` int64, ``cu_seqlens[0] = 0``, ``cu_seqlens[-1] = N``, non-decreasing.
-        span: ``[N]`` int8 codes: 0 ignored (padding, prompt, last position), 1 rationale z,
-            2 answer y*.
+        span: ``[N]`` int8 codes :data:`IGNORED` (padding, prompt, last position),
+            :data:`RATIONALE` (z) or :data:`ANSWER` (y*).
 
     Example:
         >>> import torch
@@ -181,11 +190,12 @@ class TokenLayout:
 
     @staticmethod
     def _build(cu: torch.Tensor, rat: torch.Tensor, ans: torch.Tensor | None) -> TokenLayout:
-        span = rat.to(torch.int8)
+        code = torch.full(rat.shape, IGNORED, dtype=torch.int8, device=rat.device)
+        span = torch.where(rat, torch.tensor(RATIONALE, dtype=torch.int8), code)
         if ans is not None:
             if bool((rat & ans).any()):
                 raise ValueError("a token is marked as both rationale and answer")
-            span = span + 2 * ans.to(torch.int8)
+            span = torch.where(ans, torch.tensor(ANSWER, dtype=torch.int8), span)
         return TokenLayout(cu_seqlens=cu, span=span.contiguous())
 
     def check_against(self, num_rows: int) -> None:

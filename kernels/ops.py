@@ -8,12 +8,17 @@ strides; the ``[B, T, V]`` case is read as ``N = B*T`` rows without a copy):
   (:class:`~kernels.layout.TokenLayout`), differentiable.
 * :func:`fused_sequence_loss` - the weighted sequence log-likelihood loss
   ``L = -sum_b (a_b logp_z[b] + b_b logp_y[b]) / normalizer`` with detached per-sequence
-  coefficients, whose gradient is computed in the same pass as the forward (math.md section 5,
-  "as a surrogate loss"; kernel.md). The coefficient rule enters as tensors (known before the
-  kernel: verifier mode) or as a callable of the answer log-probs (likelihood mode).
+  coefficients, whose gradient is computed in the same pass as the forward (the surrogate
+  loss of docs/conventions.md; design in kernels/README.md). The coefficient rule enters as
+  tensors (known before the kernel: verifier mode) or as a callable of the answer log-probs
+  (likelihood mode).
 
 ``impl``: ``"auto"`` (Triton for CUDA tensors when Triton is importable, torch otherwise),
 ``"triton"`` (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``) or ``"torch"``.
+
+On the Triton path the three entry points never synchronise with the host (no ``.item()``, no
+data-dependent Python branch): token ids are range-checked on the device (``check_ids``), and
+the fused loss scales its precomputed gradient by the upstream gradient in a kernel.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from typing import NamedTuple
 import torch
 
 from . import reference
-from .layout import TokenLayout, check_logits, check_token_ids
+from .dispatch import FUSED_VARIANTS, choose_variant
+from .layout import ANSWER, IGNORED, RATIONALE, TokenLayout, check_logits, check_token_ids
 
 __all__ = [
+    "FUSED_VARIANTS",
     "FusedLoss",
     "SequenceLogprobs",
     "fused_sequence_loss",
@@ -73,9 +80,9 @@ def resolve_impl(impl: str, device: torch.device) -> str:
 def _backend(name: str):
     if name == "torch":
         return reference
-    from . import triton_impl  # lazy: decides compiled vs interpreted at first import
+    from . import triton as kt  # lazy: decides compiled vs interpreted at first import
 
-    return triton_impl
+    return kt
 
 
 def _check_temperature(temperature: float) -> float:
@@ -85,10 +92,33 @@ def _check_temperature(temperature: float) -> float:
     return 1.0 / t
 
 
-def _clean_ids(token_ids: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor:
-    ids = token_ids.reshape(-1).to(torch.int64)
-    if active is not None:
-        ids = torch.where(active, ids, torch.zeros((), dtype=torch.int64, device=ids.device))
+def _prepare_ids(logits, token_ids, active, impl, check_ids):
+    """Validate ``token_ids`` and return them flat, int64, contiguous, in [0, V).
+
+    Shape, dtype and device are checked on the host (metadata only). The range [0, V) is
+    checked at positions where ``active`` (all when None): on the torch path, and whenever
+    ``check_ids=True``, on the host with a ``ValueError`` naming the first bad id (one sync);
+    on the Triton path by default on the device (``torch._assert_async``: no host sync; a
+    device-side assert on CUDA, a ``RuntimeError`` on CPU); with ``check_ids=False`` not at
+    all. Out-of-range and inactive ids are then replaced by 0, so no kernel reads out of bounds.
+    """
+    if check_ids is not None and not isinstance(check_ids, bool):
+        raise TypeError(f"check_ids must be None, True or False, got {check_ids!r}")
+    on_host = check_ids is True or (check_ids is None and impl == "torch")
+    check_token_ids(logits, token_ids, active, check_range=on_host)
+    V = logits.shape[-1]
+    ids = token_ids.reshape(-1)
+    if on_host:
+        keep = active
+    else:
+        ok = (ids >= 0) & (ids < V)
+        if check_ids is None and ids.numel():
+            valid = ok.all() if active is None else (ok | ~active).all()
+            torch._assert_async(valid, f"token ids must lie in [0, V) = [0, {V})")
+        keep = ok if active is None else ok & active
+    ids = ids.to(torch.int64)
+    if keep is not None:
+        ids = torch.where(keep, ids, torch.zeros((), dtype=torch.int64, device=ids.device))
     return ids.contiguous()
 
 
@@ -124,11 +154,10 @@ class _RowsFn(torch.autograd.Function):
     def forward(ctx, logits, ids, span, inv_temp, with_entropy, impl, inplace):
         be = _backend(impl)
         x3 = reference.as_rows(logits)
-        active = None if span is None else span != 0
+        active = None if span is None else span != IGNORED
         if impl == "triton":
-            logp, lse, ent = be.forward_rows(
-                x3, ids, inv_temp, with_entropy, span=span, select=0 if span is None else 1
-            )
+            select = be.SELECT_ALL if span is None else be.SELECT_ACTIVE
+            logp, lse, ent = be.forward_rows(x3, ids, inv_temp, with_entropy, span, select)
         else:
             logp, lse, ent = be.forward_rows(x3, ids, inv_temp, with_entropy, active)
         ctx.save_for_backward(logits, ids, lse, ent if with_entropy else None, active)
@@ -169,6 +198,7 @@ def token_logprobs(
     return_entropy: bool = False,
     impl: str = "auto",
     inplace_backward: bool = False,
+    check_ids: bool | None = None,
 ):
     """Per-token log-probabilities of ``token_ids`` under ``softmax(logits / temperature)``.
 
@@ -188,6 +218,9 @@ def token_logprobs(
         impl: ``"auto" | "triton" | "torch"``.
         inplace_backward: write the gradient into the logits' storage (destroys the logits;
             only when nothing else needs them).
+        check_ids: range check of the ids: None (default) on the host for ``impl="torch"``
+            (``ValueError``) and on the device for Triton (no host sync; a device-side assert
+            on CUDA); True always on the host (one sync, clear message); False never.
 
     Returns:
         ``logp`` of shape ``logits.shape[:-1]``, float32 (float64 for float64 logits on the
@@ -200,12 +233,11 @@ def token_logprobs(
         tensor([-0.6931, -2.1269])
     """
     check_logits(logits)
-    check_token_ids(logits, token_ids)
     inv_temp = _check_temperature(temperature)
     name = resolve_impl(impl, logits.device)
+    ids = _prepare_ids(logits, token_ids, None, name, check_ids)
     if inplace_backward:
         _check_inplace_target(logits, "inplace_backward")
-    ids = _clean_ids(token_ids, None)
     logp, ent = _RowsFn.apply(
         logits, ids, None, inv_temp, bool(return_entropy), name, bool(inplace_backward)
     )
@@ -236,9 +268,9 @@ class _SegSumFn(torch.autograd.Function):
         zero = gz.new_zeros(()) if gz is not None else gy.new_zeros(())
         g = torch.zeros(span.shape, dtype=zero.dtype, device=span.device)
         if gz is not None:
-            g = torch.where(span == 1, gz[seq], g)
+            g = torch.where(span == RATIONALE, gz[seq], g)
         if gy is not None:
-            g = torch.where(span == 2, gy[seq], g)
+            g = torch.where(span == ANSWER, gy[seq], g)
         return g, None, None, None
 
 
@@ -260,16 +292,20 @@ def sequence_logprobs(
     return_entropy: bool = False,
     impl: str = "auto",
     inplace_backward: bool = False,
+    check_ids: bool | None = None,
 ) -> SequenceLogprobs:
     """Per-sequence sums of token log-probs over the rationale and the answer span.
 
-    ``logp_z[b] = sum_{t in b, span_t = 1} logp_t``, ``logp_y[b] = sum_{t in b, span_t = 2}
-    logp_t`` (math.md section 5: log p(z|x*) and log p(y*|x*,z)); ignored rows (span 0) are not
-    read and may hold any id. Sums run in a fixed order per sequence, so a sequence's values
-    (and gradient) do not depend on the rest of the batch. An all-masked sequence gives 0.
+    ``logp_z[b] = sum_{t in b, span_t = RATIONALE} logp_t``, ``logp_y[b] = sum_{t in b,
+    span_t = ANSWER} logp_t`` (log p(z|x*) and log p(y*|x*, z) of docs/conventions.md);
+    ignored rows never affect the result: they may hold any id and any logits (also inf/NaN),
+    and their gradient rows are exactly 0. Sums run in a fixed order per sequence, so a
+    sequence's values (and gradient) do not depend on the rest of the batch. An all-masked
+    sequence gives 0.
 
     Returns a :class:`SequenceLogprobs` (``logp_z [B]``, ``logp_y [B]``, ``token_logp [N]``,
-    ``entropy [N]`` or None), differentiable w.r.t. the logits.
+    ``entropy [N]`` or None), differentiable w.r.t. the logits. ``check_ids``: as in
+    :func:`token_logprobs` (checked at non-ignored rows only).
 
     Example:
         >>> import torch
@@ -282,16 +318,13 @@ def sequence_logprobs(
     check_logits(logits)
     x_rows = logits.shape[0] * logits.shape[1] if logits.dim() == 3 else logits.shape[0]
     layout.check_against(x_rows)
-    if tuple(token_ids.shape) != tuple(logits.shape[:-1]):
-        check_token_ids(logits, token_ids)  # raises the shape error
     span = layout.span.to(logits.device)
-    active = span != 0
-    check_token_ids(logits, token_ids, active.view(token_ids.shape))
+    active = span != IGNORED
     inv_temp = _check_temperature(temperature)
     name = resolve_impl(impl, logits.device)
+    ids = _prepare_ids(logits, token_ids, active, name, check_ids)
     if inplace_backward:
         _check_inplace_target(logits, "inplace_backward")
-    ids = _clean_ids(token_ids, active)
     logp, ent = _RowsFn.apply(
         logits, ids, span, inv_temp, bool(return_entropy), name, bool(inplace_backward)
     )
@@ -304,9 +337,8 @@ def sequence_logprobs(
 # --------------------------------------------------------------------------------------------
 CoefficientRule = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
-#: default fused variant: "row" up to this vocabulary (kernel.md's H100 probe of that design:
-#: 0.74x Liger at V = 32000, the re-read hits L2), "split" above it (rows too large for L2;
-#: the split design is unmeasured, see kernels/triton_impl.py)
+#: kept for backward compatibility: the largest V for which the default is "row" (the dispatch
+#: table of :mod:`kernels.dispatch` now decides; its first row is (65536, "row"))
 ROW_VARIANT_MAX_V = 65536
 
 
@@ -319,17 +351,27 @@ class FusedLoss(NamedTuple):
     coef_z: torch.Tensor  # [B]
     coef_y: torch.Tensor  # [B]
     entropy: torch.Tensor | None  # [N], 0 at ignored rows
-    #: [1] int32 (Triton only): how many programs of the cooperative split kernel timed out
-    #: waiting for their row's siblings. Out of place they fell back to a full re-read (still
-    #: correct); with ``inplace_grad`` their rows are NaN. 0 on every other path.
+    #: [1] int32 (Triton only): how many programs of a multi-program variant (split, multi)
+    #: timed out waiting for their row's siblings. Such a program recomputes its row's partial
+    #: statistics itself, which gives the same bits: the results are unaffected (in place a
+    #: timeout raises instead). None on the torch path.
     timeouts: torch.Tensor | None
 
 
 def _per_token(coef_z, coef_y, span, seq, scale):
+    """``g_t = scale * coef(t)``: ``coef_z[b]`` on rationale rows, ``coef_y[b]`` on answer rows of
+    sequence ``b``, 0 on ignored rows."""
     zero = coef_z.new_zeros(())
-    g = torch.where(span == 1, coef_z[seq], zero)
-    g = torch.where(span == 2, coef_y[seq], g)
+    g = torch.where(span == RATIONALE, coef_z[seq], zero)
+    g = torch.where(span == ANSWER, coef_y[seq], g)
     return g * scale
+
+
+def _weighted_sum(coef, logp):
+    """``sum_b coef_b logp_b`` where a zero coefficient contributes exactly 0, also against a
+    log-prob of -inf (a token of probability 0 is valid input; its weight may be zero)."""
+    return torch.where(coef == 0, torch.zeros((), dtype=logp.dtype, device=logp.device),
+                       coef * logp).sum()  # fmt: skip
 
 
 def _as_coefs(pair, B, device, dtype):
@@ -374,47 +416,42 @@ class _FusedFn(torch.autograd.Function):
         timeouts = None
         rule = coefficients if callable(coefficients) else None
         if impl == "torch":
-            logp, lse, ent = reference.forward_rows(x3, ids, inv_temp, with_entropy, span != 0)
+            logp, lse, ent = reference.forward_rows(
+                x3, ids, inv_temp, with_entropy, span != IGNORED
+            )
             z, y = reference.segment_sums(logp, layout)
             with torch.no_grad():
                 cz, cy = _as_coefs(rule(y) if rule else coefficients, B, x3.device, acc)
             g = _per_token(cz, cy, span, seq, -1.0 / normalizer)
             reference.backward_rows(x3, ids, lse, None, g, None, inv_temp, out3)
         else:
-            ti = _backend("triton")
+            kt = _backend("triton")
             lse_a = ent_a = None
             logp_a = None
             if rule is not None:
                 # likelihood mode: score the (short) answer span first
-                logp_a, lse_a, ent_a = ti.forward_rows(
-                    x3, ids, inv_temp, with_entropy, span=span, select=2
+                logp_a, lse_a, ent_a = kt.forward_rows(
+                    x3, ids, inv_temp, with_entropy, span, kt.SELECT_ANSWER
                 )
-                _, y = ti.segment_sums(logp_a, layout)
+                _, y = kt.segment_sums(logp_a, layout)
                 with torch.no_grad():
                     cz, cy = _as_coefs(rule(y), B, x3.device, acc)
             else:
                 cz, cy = _as_coefs(coefficients, B, x3.device, acc)
             g = _per_token(cz, cy, span, seq, -1.0 / normalizer)
-            logp, ent, timeouts = ti.fused_rows(
-                x3,
-                ids,
-                span,
-                g,
-                inv_temp,
-                with_entropy,
-                out3,
-                lse_in=lse_a,
-                ent_in=ent_a,
+            logp, ent, timeouts = kt.fused_rows(
+                x3, ids, span, g, inv_temp, with_entropy, out3, lse_in=lse_a, ent_in=ent_a,
                 variant=variant,
-            )
+            )  # fmt: skip
             if logp_a is not None:
                 logp = logp + logp_a  # disjoint supports: answer rows came from the first pass
-            z, y = ti.segment_sums(logp, layout)
-        loss = -(cz * z + cy * y).sum() / normalizer
+            z, y = kt.segment_sums(logp, layout)
+        loss = -(_weighted_sum(cz, z) + _weighted_sum(cy, y)) / normalizer
         if inplace:
             _bump_version(logits)
         ctx.save_for_backward(out3)
         ctx.shape = logits.shape
+        ctx.impl = impl
         ctx.used = False
         outs = [z, y, cz, cy, ent if ent is not None else z.new_zeros(0)]
         outs.append(timeouts if timeouts is not None else torch.zeros(1, dtype=torch.int32))
@@ -430,8 +467,11 @@ class _FusedFn(torch.autograd.Function):
             )
         ctx.used = True
         (dx,) = ctx.saved_tensors
-        if g_loss is not None and not (g_loss.numel() == 1 and float(g_loss) == 1.0):
-            dx.mul_(g_loss.to(dx.dtype))
+        if g_loss is not None:
+            if ctx.impl == "triton":
+                _backend("triton").scale_(dx, g_loss)  # no-op kernel when g_loss == 1
+            elif dx.device.type != "cpu" or float(g_loss) != 1.0:
+                dx.mul_(g_loss.to(dx.dtype))
         return (dx.view(ctx.shape),) + (None,) * 10
 
 
@@ -447,13 +487,17 @@ def fused_sequence_loss(
     inplace_grad: bool = False,
     impl: str = "auto",
     variant: str | None = None,
+    check_ids: bool | None = None,
 ) -> FusedLoss:
     """Weighted sequence log-likelihood loss with its gradient computed in the forward pass.
 
     ``L = -sum_b (a_b * logp_z[b] + b_b * logp_y[b]) / normalizer`` with ``(a, b)`` detached
-    (math.md section 5, "as a surrogate loss"), so that
-    ``dL/dz_tv = -coef(t) (1[v = id_t] - softmax(z_t/tau)_v) / (tau * normalizer)`` with
-    ``coef(t)`` = ``a_b`` on rationale rows and ``b_b`` on answer rows of sequence ``b``.
+    (the surrogate loss of docs/conventions.md, whose gradient is the estimator's, Prop. 4.1),
+    so that ``dL/dz_tv = -coef(t) (1[v = id_t] - softmax(z_t/tau)_v) / (tau * normalizer)``
+    with ``coef(t)`` = ``a_b`` on rationale rows and ``b_b`` on answer rows of sequence ``b``.
+    A zero coefficient contributes exactly 0 to the loss, also when its log-prob is -inf (a
+    gold token of probability 0). Ignored rows never affect the result (any id, any logits,
+    also inf/NaN) and get a gradient of exactly 0.
 
     Args:
         logits: ``[N, V]`` or ``[B, T, V]`` (any float dtype, any strides).
@@ -470,9 +514,11 @@ def fused_sequence_loss(
             no gradient buffer at all, but the logits are destroyed (their autograd version
             counter is bumped, so a stale saved copy elsewhere raises instead of lying).
         impl: ``"auto" | "triton" | "torch"`` (torch: two chunked passes).
-        variant: Triton fused kernel, ``"row"`` or ``"split"``; default (None): env
-            ``TSALLIS_FUSED_VARIANT``, else "row" for V <= ``ROW_VARIANT_MAX_V`` and "split"
-            above; see ``kernels/triton_impl.py``.
+        variant: Triton fused kernel, one of :data:`kernels.FUSED_VARIANTS` (``"row"``,
+            ``"row_rev"``, ``"multi"``, ``"split"``, ``"split_2pass"``; kernels/README.md).
+            None: :func:`kernels.dispatch.choose_variant` of V (the dispatch table). Ignored
+            by the torch path.
+        check_ids: as in :func:`token_logprobs` (checked at non-ignored rows only).
 
     Returns:
         :class:`FusedLoss`; ``loss`` back-propagates once (the gradient is already computed).
@@ -492,25 +538,20 @@ def fused_sequence_loss(
     check_logits(logits)
     x_rows = logits.shape[0] * logits.shape[1] if logits.dim() == 3 else logits.shape[0]
     layout.check_against(x_rows)
-    if tuple(token_ids.shape) != tuple(logits.shape[:-1]):
-        check_token_ids(logits, token_ids)
     span = layout.span.to(logits.device)
-    active = span != 0
-    check_token_ids(logits, token_ids, active.view(token_ids.shape))
+    active = span != IGNORED
     inv_temp = _check_temperature(temperature)
     norm = float(normalizer)
     if not (math.isfinite(norm) and norm > 0):
         raise ValueError(f"normalizer must be a finite positive number, got {normalizer!r}")
     name = resolve_impl(impl, logits.device)
     if variant is None:
-        variant = os.environ.get("TSALLIS_FUSED_VARIANT") or (
-            "row" if logits.shape[-1] <= ROW_VARIANT_MAX_V else "split"
-        )
-    if variant not in ("split", "row"):
-        raise ValueError(f"variant must be 'split' or 'row', got {variant!r}")
+        variant = choose_variant(logits.shape[-1])
+    if variant not in FUSED_VARIANTS:
+        raise ValueError(f"variant must be one of {FUSED_VARIANTS} or None, got {variant!r}")
+    ids = _prepare_ids(logits, token_ids, active, name, check_ids)
     if inplace_grad:
         _check_inplace_target(logits, "inplace_grad")
-    ids = _clean_ids(token_ids, active)
     loss, z, y, cz, cy, ent, timeouts = _FusedFn.apply(
         logits,
         ids,

@@ -41,7 +41,7 @@ __all__ = [
     "as_rows",
     "backward_rows",
     "forward_rows",
-    "fused_rows",
+    "naive_logp_entropy",
     "segment_sums",
 ]
 
@@ -155,7 +155,8 @@ def backward_rows(
     """Write dL/dlogits into ``out3`` (same shape as ``x3``; may alias it for in-place).
 
     ``g_lp [N]``, ``g_ent [N]``: upstream gradients of the per-row log-prob and entropy.
-    Rows whose upstream gradients are both zero get a zero gradient without reading the logits.
+    Rows whose upstream gradients are both zero (ignored rows) get a gradient of exactly 0,
+    whatever their logits hold (also inf/NaN).
     """
     B, T, V = x3.shape
     N = B * T
@@ -195,28 +196,10 @@ def backward_rows(
         u.scatter_add_(1, ids[r0:r1, None], g)
         if inv_temp != 1.0:
             u.mul_(inv_temp)
+        idle = g == 0 if ge is None else (g == 0) & (ge == 0)
+        u.masked_fill_(idle, 0.0)  # rows without upstream gradient: exactly 0, never NaN
         orows.copy_(u)
     return out3
-
-
-def fused_rows(
-    x3: torch.Tensor,
-    ids: torch.Tensor,
-    span: torch.Tensor,
-    g_tok: torch.Tensor,
-    inv_temp: float,
-    with_entropy: bool,
-    out3: torch.Tensor,
-):
-    """Forward and gradient for known per-token coefficients ``g_tok`` (= dL/dlogp_t).
-
-    The torch path simply runs :func:`forward_rows` and :func:`backward_rows` (two passes).
-    Returns ``(logp [N], entropy [N] or None)``; the gradient is written into ``out3``.
-    """
-    active = span != 0
-    logp, lse, ent = forward_rows(x3, ids, inv_temp, with_entropy, active)
-    backward_rows(x3, ids, lse, None, g_tok, None, inv_temp, out3)
-    return logp, ent
 
 
 #: per-sequence sums are taken over fixed blocks of this many tokens, starting at each
@@ -259,3 +242,23 @@ def segment_sums(values: torch.Tensor, layout: TokenLayout):
         pad[seq, pos] = v
         out.append(_blocked_sum(pad))
     return out[0], out[1]
+
+
+def naive_logp_entropy(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0):
+    """The float64 oracle of tests and benchmarks: textbook ``log_softmax`` + ``gather``.
+
+    ``logp = log_softmax(z / tau)[id]`` and ``H = -sum_v p_v log p_v`` (terms with p_v = 0
+    count 0), both float64, shape ``logits.shape[:-1]``. Materialises float64 copies of the
+    logits: for small shapes only.
+
+    Example:
+        >>> lp, h = naive_logp_entropy(torch.zeros(1, 4), torch.tensor([2]))
+        >>> round(float(lp[0]), 4), round(float(h[0]), 4)
+        (-1.3863, 1.3863)
+    """
+    u = logits.to(torch.float64) / temperature
+    lsm = u.log_softmax(-1)
+    logp = lsm.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    p = lsm.exp()
+    ent = -(p * torch.where(p > 0, lsm, torch.zeros((), dtype=torch.float64))).sum(-1)
+    return logp, ent

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest_kernels import assert_close
 
 import tsallis
 from kernels import TokenLayout, sequence_logprobs, shift_for_causal_lm
+from kernels.testing import assert_close
 from tsallis.logits_loss import LogitsLossInfo, TsallisLoss, tsallis_logits_loss
 
 G, M, T, V = 2, 3, 5, 13
@@ -164,7 +164,7 @@ def test_triton_interpreter_path_agrees(monkeypatch):
     """One likelihood-mode and one verifier-mode batch through the Triton kernels (interpreter)."""
     if not __import__("kernels").triton_available():
         pytest.skip("triton not installed")
-    from conftest_kernels import enable_triton_interpreter
+    from kernels.testing import enable_triton_interpreter
 
     enable_triton_interpreter()
     x, ids, rat, ans = _batch(dtype=torch.float32)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest_kernels import assert_close, naive_logp_entropy
 
 import kernels
 from kernels import (
@@ -15,6 +14,8 @@ from kernels import (
     shift_for_causal_lm,
     token_logprobs,
 )
+from kernels.reference import naive_logp_entropy
+from kernels.testing import assert_close
 
 
 def _data(shape, V, dtype=torch.float64, seed=0, scale=3.0):

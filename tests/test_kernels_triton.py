@@ -1,7 +1,9 @@
 """Triton kernels under TRITON_INTERPRET=1 against the float64 reference (values and grads).
 
 Shapes are small and awkward (V prime, rows shorter than a block, N = 1) and the interpreter's
-block is 32 wide (``triton_impl.INTERPRET_BLOCK_V``), so the multi-block loops run.
+block is 32 wide (``kernels.triton.INTERPRET_BLOCK_V``), so the multi-block loops run. Every
+fused variant (``kernels.FUSED_VARIANTS``) is checked for values, gradients, in-place equality,
+bitwise batch invariance and repeatability.
 """
 
 from __future__ import annotations
@@ -11,23 +13,25 @@ import os
 
 import pytest
 
-# before anything imports triton (the kernels themselves do not depend on it, see triton_impl)
+# before anything imports triton (the kernels are built interpreted or compiled at import)
 os.environ["TRITON_INTERPRET"] = "1"
 if importlib.util.find_spec("triton") is None:  # pragma: no cover
     pytest.skip("triton is not installed", allow_module_level=True)
 
 import torch  # noqa: E402
-from conftest_kernels import assert_close, enable_triton_interpreter, naive_logp_entropy  # noqa: E402
 
 from kernels import (  # noqa: E402
+    FUSED_VARIANTS,
     TokenLayout,
     fused_sequence_loss,
     reference,
     sequence_logprobs,
     token_logprobs,
 )
+from kernels.reference import naive_logp_entropy  # noqa: E402
+from kernels.testing import assert_close, enable_triton_interpreter  # noqa: E402
 
-ti = enable_triton_interpreter()
+kt = enable_triton_interpreter()
 
 # float32 kernels against the float64 oracle
 TOL = {torch.float32: 2e-6, torch.float64: 2e-6}
@@ -149,85 +153,90 @@ def test_sequence_logprobs_match_reference_and_all_masked_is_zero():
     assert (g[2] == 0).all()
 
 
-@pytest.mark.parametrize(
-    "variant,coop",
-    [("row", None), ("split", False), ("split", True)],
-    ids=["row", "split2", "coop"],
-)
+@pytest.mark.parametrize("variant", FUSED_VARIANTS)
 @pytest.mark.parametrize("mode", ["verifier", "likelihood"])
-def test_fused_matches_reference(variant, coop, mode, monkeypatch):
+def test_fused_matches_reference(variant, mode):
     x, ids, rat, ans = _layout_batch(seed=1)
     lay = TokenLayout.from_masks(rat, ans)
     cz, cy = torch.tensor([0.7, -0.3, 0.0, 1.5]), torch.tensor([0.2, 1.0, 0.0, 0.4])
     coefs = (cz, cy) if mode == "verifier" else (lambda y: (cz * y.exp() - 0.1, cy * y.exp()))
-    if coop is not None:
-        real = ti.fused_rows
-
-        def forced(*a, **k):
-            k["coop"] = coop
-            return real(*a, **k)
-
-        monkeypatch.setattr(ti, "fused_rows", forced)
     a = x.clone().requires_grad_(True)
     res = fused_sequence_loss(a, ids, lay, coefs, normalizer=2.0, temperature=0.8,
                               return_entropy=True, impl="triton", variant=variant)  # fmt: skip
-    res.loss.backward()
+    (3.0 * res.loss).backward()  # an upstream gradient != 1 is applied by the scale kernel
     b = x.clone().double().requires_grad_(True)
     ref = fused_sequence_loss(b, ids, lay, coefs, normalizer=2.0, temperature=0.8,
                               return_entropy=True, impl="torch")  # fmt: skip
-    ref.loss.backward()
+    (3.0 * ref.loss).backward()
     assert_close(res.logp_z, ref.logp_z, atol=1e-5, what="logp_z")
     assert_close(res.logp_y, ref.logp_y, atol=1e-5, what="logp_y")
     assert_close(res.coef_z, ref.coef_z, atol=1e-5, what="coef_z")
     assert_close(res.loss, ref.loss, atol=1e-5, what="loss")
     assert_close(res.entropy, ref.entropy, atol=1e-5, what="entropy")
-    assert_close(a.grad, b.grad, atol=3e-6, what="grad")
+    assert_close(a.grad, b.grad, atol=1e-5, what="grad")
     assert (a.grad[2] == 0).all() and (a.grad[:, 6] == 0).all()
-    if variant == "split" and coop:
-        # the interpreter runs programs one after another, so all but the last chunk of a row
-        # time out waiting for their siblings and take the full-sweep fallback: counted
-        swept = (rat | ans) if mode == "verifier" else rat  # likelihood: answer lse came in
-        nsplit = -(-x.shape[-1] // ti.INTERPRET_BLOCK_V)
-        assert int(res.timeouts) == int(swept.sum()) * (nsplit - 1)
-    else:
-        assert int(res.timeouts) == 0
+    # the interpreter runs programs one after another: in a cooperative launch every program
+    # but the last of a row times out and recomputes the row's partials (same bits, counted)
+    swept = int(((rat | ans) if mode == "verifier" else rat).sum())
+    per_row = {"split": -(-x.shape[-1] // kt.INTERPRET_BLOCK_V),
+               "multi": kt.programs_per_row(x.shape[-1])}.get(variant, 1)  # fmt: skip
+    assert int(res.timeouts) == swept * (per_row - 1)
 
 
-def test_split_inplace_timeout_fails_loudly(monkeypatch):
-    """A cooperative in-place wait that times out has no correct fallback: NaN, counted.
+@pytest.mark.parametrize("nprog", [1, 3, 5])
+def test_multi_programs_per_row_and_empty_ranges(nprog):
+    """multi with P programs per row, V = 97 (prime): with P = 5 the ranges are 32 columns
+    wide (rounded up to the block), so the last program of each row has no columns at all."""
+    x, ids = _data((2, 3), 97, seed=6)
+    span = torch.tensor([1, 2, 0, 1, 1, 2], dtype=torch.int8)
+    g = torch.tensor([0.5, -1.0, 0.0, 2.0, 0.25, 1.0])
+    x3 = x.view(2, 3, 97)
+    out = torch.empty_like(x3)
+    logp, ent, err = kt.fused_rows(x3, ids.view(-1), span, g, 1.25, True, out, variant="multi",
+                                   nprog=nprog)  # fmt: skip
+    want_lp, want_h = naive_logp_entropy(x.view(6, 97), ids.view(-1), 0.8)
+    act = span != 0
+    assert_close(logp[act], want_lp[act], atol=3e-6, what="logp")
+    assert_close(ent[act], want_h[act], atol=1e-5, what="entropy")
+    assert (logp[~act] == 0).all()
+    want_g = _ref_grad(x.view(6, 97), ids.view(-1), g, None, 0.8)
+    assert_close(out.view(6, 97), want_g, atol=3e-6, what="grad")
+    assert int(err) == int(act.sum()) * (nprog - 1)
 
-    On the GPU the in-place bound is seconds long and the launcher only goes cooperative when a
-    row's programs fit on the SMs; here the interpreter (programs run in sequence) forces the
-    timeout, with the launcher told it is on a GPU so that it keeps the cooperative launch.
-    """
+
+@pytest.mark.parametrize("variant", ["split", "multi"])
+def test_inplace_cooperative_timeout_raises(variant, monkeypatch):
+    """In place a timed-out wait has no same-bits fallback (the row may already hold gradient):
+    it must raise, never return NaN or wrong values silently. On the GPU the in-place bound is
+    seconds long and a row's programs are always co-resident (kernels/README.md); here the
+    interpreter, told it is a GPU so that it keeps the cooperative launch, forces the timeout."""
+    from kernels.triton import fused_split
+
     x, ids, rat, ans = _layout_batch(seed=5)
     lay = TokenLayout.from_masks(rat, ans)
     span = lay.span
     ids_c = torch.where(span != 0, ids.reshape(-1), torch.zeros((), dtype=torch.long))
     g = torch.where(span != 0, torch.tensor(0.5), torch.tensor(0.0))
     out = x.clone()
-    monkeypatch.setattr(ti, "INTERPRET", False)
-    logp, _, err = ti.fused_rows(out, ids_c, span, g, 1.0, False, out, variant="split",
-                                 block_v=32, coop=True, max_spin=2)  # fmt: skip
-    active = span.view(4, 7) != 0
-    nsplit = -(-x.shape[-1] // 32)
-    assert nsplit == 2
-    assert int(err) == int(active.sum()) * (nsplit - 1)
-    assert torch.isnan(out[active][:, :32]).all()  # chunk 0 of every swept row timed out
-    assert torch.isfinite(out[active][:, 32:]).all()  # the last chunk saw every sibling
-    assert torch.isnan(logp.view(4, 7)[active]).all()
-    assert (out[~active] == 0).all()
+    monkeypatch.setattr(fused_split, "INTERPRET", False)
+    with pytest.raises(RuntimeError, match="in-place cooperative wait timed out"):
+        kt.fused_rows(out, ids_c, span, g, 1.0, False, out, variant=variant, block_v=32,
+                      max_spin=2)  # fmt: skip
 
 
-@pytest.mark.parametrize("variant", ["row", "split"])
+@pytest.mark.parametrize("variant", FUSED_VARIANTS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_fused_inplace_equals_out_of_place(variant, dtype):
+    """Bitwise. In the interpreter the in-place split/multi run as two launches (published
+    partials only) while out of place most programs recompute their row's partials after a
+    timed-out wait: equality here is the same-bits guarantee of that recomputation."""
     x, ids, rat, ans = _layout_batch(seed=2)
     x = x.to(dtype)
     lay = TokenLayout.from_masks(rat, ans)
     coefs = (torch.tensor([0.7, -0.3, 1.0, 1.5]), torch.tensor([0.2, 1.0, 1.0, 0.4]))
     a = x.clone().requires_grad_(True)
-    fused_sequence_loss(a, ids, lay, coefs, impl="triton", variant=variant).loss.backward()
+    ra = fused_sequence_loss(a, ids, lay, coefs, impl="triton", variant=variant)
+    ra.loss.backward()
     leaf = x.clone().requires_grad_(True)
     b = leaf * 1
     ptr = b.data_ptr()
@@ -235,6 +244,7 @@ def test_fused_inplace_equals_out_of_place(variant, dtype):
                               inplace_grad=True)  # fmt: skip
     res.loss.backward()
     assert torch.equal(leaf.grad, a.grad)
+    assert torch.equal(res.logp_z, ra.logp_z) and torch.equal(res.logp_y, ra.logp_y)
     assert b.data_ptr() == ptr and torch.equal(b.detach(), a.grad)  # the storage holds the grad
 
 
@@ -250,27 +260,34 @@ def test_backward_inplace_equals_out_of_place():
     assert torch.equal(leaf.grad, a.grad)
 
 
-def test_batch_invariance_bitwise():
-    """A sequence's log-probs and gradient do not depend on the rest of the batch (bitwise)."""
+@pytest.mark.parametrize("variant", FUSED_VARIANTS)
+def test_batch_invariance_and_repeatability_bitwise(variant):
+    """A sequence's log-probs and gradient do not depend on the rest of the batch, and a second
+    run gives the same bits (every variant)."""
     x, ids, rat, ans = _layout_batch(seed=4)
     lay = TokenLayout.from_masks(rat, ans)
     coefs = (torch.tensor([0.7, -0.3, 1.0, 1.5]), torch.tensor([0.2, 1.0, 1.0, 0.4]))
-    a = x.clone().requires_grad_(True)
-    full = fused_sequence_loss(a, ids, lay, coefs, impl="triton")
-    full.loss.backward()
+    grads = []
+    for _ in range(2):
+        a = x.clone().requires_grad_(True)
+        full = fused_sequence_loss(a, ids, lay, coefs, impl="triton", variant=variant)
+        full.loss.backward()
+        grads.append(a.grad)
+    assert torch.equal(grads[0], grads[1])
     o = sequence_logprobs(x, ids, lay, impl="triton")
     for b in (0, 3):
         sub = TokenLayout.from_masks(rat[b : b + 1], ans[b : b + 1])
         xb = x[b : b + 1].clone().requires_grad_(True)
-        one = fused_sequence_loss(
-            xb, ids[b : b + 1], sub, (coefs[0][b : b + 1], coefs[1][b : b + 1]), impl="triton"
-        )
+        one = fused_sequence_loss(xb, ids[b : b + 1], sub,
+                                  (coefs[0][b : b + 1], coefs[1][b : b + 1]), impl="triton",
+                                  variant=variant)  # fmt: skip
         one.loss.backward()
         assert torch.equal(one.logp_z[0], full.logp_z[b])
         assert torch.equal(one.logp_y[0], full.logp_y[b])
-        assert torch.equal(xb.grad[0], a.grad[b])
-        ob = sequence_logprobs(x[b : b + 1], ids[b : b + 1], sub, impl="triton")
-        assert torch.equal(ob.logp_z[0], o.logp_z[b]) and torch.equal(ob.logp_y[0], o.logp_y[b])
+        assert torch.equal(xb.grad[0], grads[0][b])
+        if variant == "row":
+            ob = sequence_logprobs(x[b : b + 1], ids[b : b + 1], sub, impl="triton")
+            assert torch.equal(ob.logp_z[0], o.logp_z[b]) and torch.equal(ob.logp_y[0], o.logp_y[b])
 
 
 def test_segment_sum_kernel_long_sequence_and_varlen():
@@ -282,7 +299,7 @@ def test_segment_sum_kernel_long_sequence_and_varlen():
     span = torch.randint(0, 3, (N,), generator=g).to(torch.int8)
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
     lay = TokenLayout(cu_seqlens=cu, span=span)
-    z, y = ti.segment_sums(vals, lay)
+    z, y = kt.segment_sums(vals, lay)
     rz, ry = reference.segment_sums(vals.double(), lay)
     assert_close(z, rz, atol=1e-4, what="z")
     assert_close(y, ry, atol=1e-4, what="y")
@@ -302,7 +319,7 @@ def test_row_offsets_are_64_bit():
     @triton.jit
     def _probe(OUT, T, sb, st):
         row = tl.program_id(0).to(tl.int64)
-        tl.store(OUT + row, ti._row_offset(row, T, sb, st))
+        tl.store(OUT + row, kt._common.row_offset(row, T, sb, st))
 
     out = torch.zeros(4, dtype=torch.int64)
     sb, st = 3 * 2**31 + 7, 151936
