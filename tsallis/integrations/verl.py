@@ -179,10 +179,10 @@ def _groups_by_size(index, bs: int) -> list[tuple[int, torch.Tensor, list]]:
     ]
 
 
-def _check_rewards_2d(token_level_rewards, response_mask) -> None:
+def _check_rewards_2d(token_level_rewards, response_mask, name="token_level_rewards") -> None:
     if not isinstance(token_level_rewards, torch.Tensor) or token_level_rewards.ndim != 2:
         raise TypeError(
-            "token_level_rewards must be a torch tensor of shape (bs, response_length), got "
+            f"{name} must be a torch tensor of shape (bs, response_length), got "
             + (
                 f"shape {tuple(token_level_rewards.shape)}"
                 if isinstance(token_level_rewards, torch.Tensor)
@@ -191,12 +191,12 @@ def _check_rewards_2d(token_level_rewards, response_mask) -> None:
         )
     if not token_level_rewards.is_floating_point():
         raise TypeError(
-            f"token_level_rewards must be floating point, got dtype {token_level_rewards.dtype}"
+            f"{name} must be floating point, got dtype {token_level_rewards.dtype}"
         )
     shape = token_level_rewards.shape
     if not isinstance(response_mask, torch.Tensor) or response_mask.shape != shape:
         raise ValueError(
-            "response_mask must be a tensor shaped like token_level_rewards "
+            f"response_mask must be a tensor shaped like {name} "
             f"{tuple(token_level_rewards.shape)}, got "
             + (
                 f"shape {tuple(response_mask.shape)}"
@@ -240,6 +240,7 @@ def _coefficients_per_row(
     Returns (adv_z [bs] float64, adv_y [bs] float64, stats dict).
     """
     fn = _est.get_estimator(estimator)
+    log_w = log_w.detach().to(device="cpu", dtype=torch.float64)  # bs scalars; CPU generator
     bs = log_w.shape[0]
     adv_z = torch.zeros(bs, dtype=torch.float64)
     adv_y = torch.zeros(bs, dtype=torch.float64)
@@ -352,9 +353,7 @@ def likelihood_advantages(
     Shapes: old_log_probs, answer_mask, response_mask (bs, T). answer_mask must lie inside
     response_mask and be non-empty in every row. Returns (advantages (bs, T), stats).
     """
-    if not isinstance(old_log_probs, torch.Tensor) or old_log_probs.ndim != 2:
-        raise TypeError("old_log_probs must be a torch tensor of shape (bs, response_length)")
-    _check_rewards_2d(old_log_probs, response_mask)
+    _check_rewards_2d(old_log_probs, response_mask, name="old_log_probs")
     if not isinstance(answer_mask, torch.Tensor) or answer_mask.shape != old_log_probs.shape:
         raise ValueError(
             f"answer_mask must be a tensor shaped like old_log_probs {tuple(old_log_probs.shape)}"
@@ -375,9 +374,9 @@ def likelihood_advantages(
         log_w, index, q=q, estimator=estimator, mode="likelihood", options=options,
         generator=generator,
     )  # fmt: skip
-    dtype = old_log_probs.dtype
+    ans, resp = ans.cpu(), resp.cpu()
     adv = torch.where(ans, adv_y[:, None], torch.where(resp, adv_z[:, None], 0.0))
-    return adv.to(device=old_log_probs.device, dtype=dtype), stats
+    return adv.to(device=old_log_probs.device, dtype=old_log_probs.dtype), stats
 
 
 # ----------------------------------------------------------------------------- verl signature
