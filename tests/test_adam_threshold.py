@@ -289,6 +289,8 @@ def test_measured_q_star_between_budget_bound_and_prediction(quick_records, part
         assert r["q_below"] is None or r["q_below"] < pred + 1e-9
         if not (part == "exact" and (eps, p0) == (1e-10, 1e-12)):
             assert r["prediction_gap"] <= 0.1, r
+        # the budget-aware threshold ε/(lr·(1-q)·s·p0^(1-q)) = budget lands in the measured cell
+        assert r["budget_in_cell"], r
 
 
 def test_where_the_hypothesis_fails(quick_records):
