@@ -1,0 +1,41 @@
+"""The "Train with TRL" README section's Python block runs as written."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+#: the markdown file holding the section (moved into README.md by the integrator)
+README_SECTION = Path("/work/readme_parts/trl.md")
+
+
+def _blocks():
+    if not README_SECTION.exists():
+        return []
+    return re.findall(r"```python\n(.*?)```", README_SECTION.read_text(), re.S)
+
+
+def test_section_has_a_python_block():
+    if not README_SECTION.exists() and not os.environ.get("CI"):
+        pytest.skip(f"{README_SECTION} not present here")
+    assert len(_blocks()) == 1
+
+
+@pytest.mark.parametrize("index", range(len(_blocks())))
+def test_trl_readme_block_runs(index, tmp_path, monkeypatch, capsys):
+    try:
+        import trl  # noqa: F401
+    except ImportError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"trl is missing: pip install -e '.[trl]' ({exc})", pytrace=False)
+        pytest.skip("trl is not installed")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = compile(_blocks()[index], f"{README_SECTION.name}[block {index}]", "exec")
+    exec(code, {"__name__": "__readme__"})
+    out = capsys.readouterr().out
+    assert "tsallis/max_amplified_advantage" in out
+    assert (tmp_path / "out-likelihood").exists()
