@@ -105,7 +105,7 @@ def budget_q_star(p0: float, eps: float, s: float, lr: float, budget: int) -> fl
     when q = 0 already fits the budget and 1.0 when only q = 1 does.
 
     >>> round(budget_q_star(1e-12, 1e-8, 1.0, 0.01, 20000), 3)
-    0.12
+    0.147
     """
     p0 = _check_open01(p0, "p0")
     eps, s, lr = _check_pos(eps, "eps"), _check_pos(s, "s"), _check_pos(lr, "lr")
