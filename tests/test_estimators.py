@@ -1,5 +1,5 @@
-"""Estimators (math.md §5): hand values, exact expectations by enumeration, bias, numerics,
-degenerate groups and input validation."""
+"""Estimators (Section 6, Appendix D; docs/conventions.md): hand values, exact expectations by
+enumeration, bias, numerics, degenerate groups and input validation."""
 
 import math
 
@@ -126,7 +126,7 @@ def test_dr_grpo_is_rloo_scaled_by_m_minus_1_over_m_in_verifier_mode():
 @pytest.mark.parametrize("q", [0.0, 0.3, 0.5, 0.8, 1.0])
 @pytest.mark.parametrize("M", [1, 3, 8])
 def test_sampled_update_scale_is_the_exact_expectation_for_01_rewards(q, M):
-    # sims.md's sampled trap: E[-ĝ] = c(P, M, q)·∇log P with c = Σ Binom(n)(n/M)^(1-q).
+    # the sampled trap: E[-ĝ] = c(P, M, q)·∇log P with c = Σ Binom(n)(n/M)^(1-q).
     model = LatentModel.bandit([0.2, -0.4, 0.9, -1.0, 0.0], correct=[0, 3])
     P = float(model.success_prob())
     grad_log_p = model.grad(lambda psi: torch.log(model.success_prob(psi)))
@@ -337,7 +337,7 @@ def test_permuting_a_group_permutes_its_coefficients(log_w, q, perm_seed):
 @example(w=[1.0, 0.0], q=0.0)
 @example(w=[1e-300, 1.0, 1.0], q=1.0)
 def test_amplified_advantage_monitor_lies_in_unit_interval(w, q):
-    # sims.md: max_m c_m/M^q ∈ [0, 1] for weights in [0, 1] (c_m <= w_m^(1-q)·M^q, and the
+    # Fig. 3's monitor: max_m c_m/M^q ∈ [0, 1] for weights in [0, 1] (c_m <= w_m^(1-q)·M^q, and the
     # heaviest sample has w_m >= w̄ >= w̄_¬m).
     lw = rewards_to_log_w(torch.tensor([w], dtype=torch.float64))
     m = est.garl_rloo(lw, q, mode="verifier").max_amplified_advantage
@@ -350,7 +350,7 @@ def test_paper_normalization_rescales_by_m_pow_q_only():
         b = get_estimator(name)(LOG_W, 0.75, paper_normalization=True)
         torch.testing.assert_close(b.coef_z, a.coef_z / 4**0.75)
         torch.testing.assert_close(b.max_amplified_advantage, a.max_amplified_advantage)
-    # a group with one success gets the same update for every q once normalised (sims.md)
+    # a group with one success gets the same update for every q once normalised
     one = rewards_to_log_w(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
     vals = [
         float(est.garl(one, q, mode="verifier", paper_normalization=True).coef_z[0, 0])

@@ -1,5 +1,5 @@
 """Prop. 4.1 with autograd on a categorical latent model: every J_Q member has the RLVR gradient
-direction, amplified by P^(-q); and the posterior form of the gradient (math.md §2)."""
+direction, amplified by P^(-q); and the posterior form of the gradient (Prop. 4.1)."""
 
 import pytest
 import torch

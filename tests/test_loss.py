@@ -1,4 +1,5 @@
-"""The surrogate loss on per-sequence log-probs (math.md §5): its gradient is the estimator's."""
+"""The surrogate loss on per-sequence log-probs (docs/conventions.md): its gradient is the
+estimator's."""
 
 import math
 

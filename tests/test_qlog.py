@@ -1,4 +1,4 @@
-"""The q-log family (math.md §2): hand values, continuity at the ends, autograd, input kinds."""
+"""The q-log family (Section 2): hand values, continuity at the ends, autograd, input kinds."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Closed-form theory (math.md §3-§4, sims.md facts) against quadrature, ODE solves and
+"""Closed-form theory (Sections 3-5, Appendices B-C) against quadrature, ODE solves and
 numerical minimisation."""
 
 import math
@@ -30,7 +30,7 @@ from tsallis.theory import (
     speedup_ratio,
 )
 
-# sims.md's table of sigmoid flow escape times to δ = 1/2 (unit rate), worked out independently.
+# A table of sigmoid flow escape times to δ = 1/2 (unit rate), worked out independently.
 TABLE = {
     (1e-2, 0.0): 108.2, (1e-2, 0.5): 20.83, (1e-2, 1.0): 5.585,
     (1e-4, 0.0): 10017, (1e-4, 0.5): 201.2, (1e-4, 1.0): 10.21,
@@ -248,7 +248,7 @@ def test_noise_equilibrium_limits_and_fitting_time():
 @given(P=st.floats(1e-6, 0.999), M=st.integers(1, 200), q=st.floats(0.0, 1.0))
 @example(P=1e-6, M=200, q=1.0)
 def test_sampled_update_scale_bounds(P, M, q):
-    # sims.md: M^(q-1)(1-(1-P)^M) <= c <= min(M^q P, P^(1-q)).
+    # the sampled-trap bounds: M^(q-1)(1-(1-P)^M) <= c <= min(M^q P, P^(1-q)).
     c = sampled_update_scale(P, M, q)
     lower = M ** (q - 1) * (1 - (1 - P) ** M)
     upper = min(M**q * P, P ** (1 - q))

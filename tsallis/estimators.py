@@ -121,8 +121,11 @@ class Coefficients:
 
 
 def rewards_to_log_w(rewards) -> torch.Tensor:
-    """Verifier rewards r ∈ [0, 1] -> log-weights log r (-inf for r = 0), float64 unless given
-    a floating tensor (whose dtype is kept).
+    """Verifier rewards r ∈ [0, 1] -> log-weights log r (-inf for r = 0).
+
+    float64 unless given a floating tensor, whose dtype is kept but promoted to at least
+    float32 (the log of bf16 rewards is computed in float64 and returned as float32: the log of
+    exactly those rewards, not a bf16 rounding of it).
 
     >>> rewards_to_log_w(torch.tensor([0.0, 1.0, 0.5]))
     tensor([   -inf,  0.0000, -0.6931])
@@ -141,7 +144,9 @@ def rewards_to_log_w(rewards) -> torch.Tensor:
             f"verifier rewards must lie in [0, 1] with no NaN (GARL's weights are "
             f"probabilities), got values in [{lo}, {hi}]"
         )
-    return torch.log(r)
+    if r.dtype in (torch.float32, torch.float64):
+        return torch.log(r)
+    return torch.log(r.to(torch.float64)).to(torch.promote_types(r.dtype, torch.float32))
 
 
 def _broadcastable(a: tuple, b: tuple) -> bool:

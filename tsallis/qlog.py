@@ -1,4 +1,4 @@
-r"""The Tsallis q-logarithm family (math.md §2).
+r"""The Tsallis q-logarithm family (Section 2 of the paper).
 
 Every function accepts a Python float, a numpy array or a torch tensor and returns the same kind.
 ``q`` lies in [0, 1]; the q = 1 members are the ordinary log / exp, reached continuously: the
@@ -60,7 +60,7 @@ def _expm1_over(a, t):
 
 
 def log_q(u, q):
-    r"""Tsallis q-logarithm, math.md §2:  log_q(u) = (u^(1-q) - 1)/(1-q),  log_1 = log.
+    r"""Tsallis q-logarithm, Section 2 of the paper:  log_q(u) = (u^(1-q) - 1)/(1-q),  log_1 = log.
 
     Computed as ``expm1((1-q)·log u)/(1-q)``. u ∈ [0, ∞), q ∈ [0, 1]; log_q(0) = -1/(1-q) for
     q < 1 and -inf at q = 1. Its derivative is u^(-q).
@@ -83,7 +83,7 @@ def log_q(u, q):
 
 
 def exp_q(x, q):
-    r"""Tsallis q-exponential, the inverse of :func:`log_q`, math.md §2:
+    r"""Tsallis q-exponential, the inverse of :func:`log_q`, Section 2 of the paper:
 
         exp_q(x) = [1 + (1-q)·x]_+^(1/(1-q)),   exp_1 = exp.
 
@@ -118,7 +118,7 @@ def exp_q(x, q):
 
 
 def loss_q(P, q):
-    r"""Per-example J_Q loss ℓ_q = -log_q(P) = (1 - P^(1-q))/(1-q), math.md §2.
+    r"""Per-example J_Q loss ℓ_q = -log_q(P) = (1 - P^(1-q))/(1-q) (Section 2).
 
     q = 0: 1 - P (RLVR); q = 1: -log P (log marginal likelihood). P ∈ [0, 1].
 

@@ -1,4 +1,4 @@
-r"""Closed-form theory of the J_Q continuum (math.md §3-§5; sims.md "facts").
+r"""Closed-form theory of the J_Q continuum (Sections 3-6 and Appendices B-D of the paper).
 
 Everything here is a pure numpy function of its arguments, vectorised by broadcasting, so the
 simulators and figures draw the theory from one implementation. Paper numbers are arXiv
@@ -144,7 +144,7 @@ def sigmoid_flow_time(p_start, p_end, q):
 
         T = ∫_{p_start}^{p_end} du / (u^(2-q)·(1-u)²).
 
-    Closed forms at q = 0 and q = 1 (partial fractions, math.md §4); for 0 < q < 1 two convergent
+    Closed forms at q = 0 and q = 1 (partial fractions of Eq. 15); for 0 < q < 1 two convergent
     power series (in u below 1/2, in 1-u above), accurate to double precision. 0 < p_start <=
     p_end < 1, broadcasting. Also gives the near-optimum time of Prop. C.1 (p_start = 1-ε0).
 
@@ -208,7 +208,8 @@ def speedup_ratio(p0, q, q_prime, delta=0.5):
 
 
 def karm_escape_time(p0, q, K, k=1, delta=0.5):
-    r"""Exact flow escape time of the K-arm softmax bandit with k correct arms (sims.md).
+    r"""Exact flow escape time of the K-arm softmax bandit with k correct arms (Eq. 6 on the
+    K-arm softmax model).
 
     With the correct arms sharing P equally and the wrong arms sharing 1-P equally (a symmetry the
     flow keeps), ‖∇P‖² = P²(1-P)²·K/(k(K-k)), so p' = p^(2-q)(1-p)²·K/(k(K-k)) and
@@ -390,7 +391,8 @@ def _binomial_table(P, M):
 
 
 def sampled_update_scale(P, M, q):
-    r"""Expected GARL/PAFT update with 0/1 rewards, in units of ∇log P (sims.md, sampled trap):
+    r"""Expected GARL/PAFT update with 0/1 rewards, in units of ∇log P (the sampled trap:
+    see docs/conventions.md, "Normalisation"):
 
         c = Σ_{n≥1} Binom(n; M, P)·(n/M)^(1-q),
 
@@ -412,7 +414,7 @@ def sampled_update_scale(P, M, q):
 
 
 def sampled_escape_steps(p0, M, q, eta):
-    r"""Expected steps to escape for sampled plug-in GARL with 0/1 rewards when p0 ≪ 1/M (sims.md).
+    r"""Expected steps to escape for sampled plug-in GARL with 0/1 rewards when p0 ≪ 1/M.
 
     Each group with a single success multiplies the sigmoid model's P by about exp(η·M^(q-1));
     the waits between successes are geometric with mean 1/(M·p), so the total is
@@ -440,7 +442,7 @@ def grpo_update_scale(P, M, eps=1e-4):
 
         E[ĝ]/∇log P = E_n[(n/M)(1-n/M)/(s_n + eps)] / (1-P)  ≈ sqrt(P/(1-P)) for M·P ≫ 1,
 
-    i.e. an amplification [P(1-P)]^(-1/2) of ∇P: roughly q = 1/2 (sims.md).
+    i.e. an amplification [P(1-P)]^(-1/2) of ∇P: roughly q = 1/2 on the continuum.
 
     >>> round(grpo_update_scale(0.5, 2, eps=0.0), 6)
     0.353553
@@ -487,7 +489,7 @@ def maxrl_objective(P, M):
     r"""Truncated log-likelihood -Σ_{k=1}^{M} (1-P)^k/k (-> log P as M -> ∞).
 
     At q = 1 with 0/1 rewards, GARL's expected ascent direction is exactly its gradient (the
-    MaxRL identity; math.md §5, sims.md): d/dP = (1-(1-P)^M)/P.
+    MaxRL identity, from the GARL estimator of Eq. 9): d/dP = (1-(1-P)^M)/P.
 
     >>> round(maxrl_objective(0.5, 1), 6)
     -0.5
