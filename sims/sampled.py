@@ -12,7 +12,7 @@ or the Adam step on that gradient (learning rate and ε per row, β shared; defa
 ε = 1e-8).  The per-sample scores are the exact scores of the tabular models, and
 their coefficient-weighted sum equals the autograd gradient of ``tsallis.sequence_loss`` (tested).
 
-Modes (the paper's Section 2; docs/conventions.md "modes"):
+Modes (the paper's Section 2; docs/conventions.md "Log-weights and the two modes"):
 
 * ``"verifier"``: the whole response is sampled and a 0/1 reward checks it; log_w = log r.
 * ``"likelihood"``: the rationale z is sampled, the gold answer teacher-forced;
