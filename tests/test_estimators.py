@@ -464,3 +464,14 @@ def test_registry_round_trip():
             est.register_estimator("test_half_reinforce", half_reinforce)
     finally:
         del ESTIMATORS["test_half_reinforce"]
+
+
+def test_likelihood_mode_bias_can_over_amplify_along_the_target():
+    # With 0/1 rewards E[ĝ] = (1+r)·∇ℓ_q with r < 0 (tested above); in likelihood mode E[ĝ] turns,
+    # and its component along ∇ℓ_q can exceed it: r = <E[ĝ] - ∇ℓ_q, ∇ℓ_q>/|∇ℓ_q|² > 0.
+    model = LatentModel.random_likelihood(3, 4, w_range=(0.01, 0.5))
+    target = model.true_grad(1.0)
+    mean, _ = model.moments(est.garl, 1.0, 2)
+    r = float(mean @ target / (target @ target)) - 1.0
+    assert float(model.success_prob()) == pytest.approx(0.2239, abs=1e-4)
+    assert r == pytest.approx(0.0268, abs=5e-4)
