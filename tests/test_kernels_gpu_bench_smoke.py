@@ -201,3 +201,60 @@ def test_liger_wheel_loader(tmp_path):
     sel, grpo, why = bench_run.find_liger(str(tmp_path / "empty"))
     if sel is None:
         assert "no wheel" in why
+
+
+def test_goals_ratios_and_summary_on_gpu_like_results(capsys):
+    """The GPU-only summary paths (ratios to Liger, copy bandwidth, goals, tables) on a
+    synthetic result set: they never run in the smoke."""
+    from types import SimpleNamespace
+
+    r = bench_run.Runner(SimpleNamespace(smoke=False, deadline_s=270.0), "cuda")
+
+    def row(kind, V, ms, variant=None, inplace=False, extra=0.001, status="ok", peer=False):
+        return {"name": f"V={V} {kind} {variant} {inplace}", "kind": kind, "V": V,
+                "variant": variant, "inplace": inplace, "mode": "verifier", "peer": peer,
+                "status": status, "checks": [],
+                "timing": {"ms": ms, "GBps_vs_floor": 1000.0 / ms,
+                           "peak_extra_frac_of_logits": extra}}  # fmt: skip
+
+    r.results["cases"] = [
+        row("copy", 32000, 0.5, peer=True),
+        row("liger_fwd", 32000, 1.0, peer=True),
+        row("fwd", 32000, 1.02),
+        row("liger_grpo", 32000, 2.0, peer=True),
+        row("liger_grpo", 32000, 1.9, inplace=True, peer=True),
+        row("fused", 32000, 1.5, "row"),
+        row("fused", 32000, 1.2, "split", status="fail"),  # failed: not a candidate
+        row("fused", 32000, 1.6, None),
+        row("fused", 32000, 1.3, "row", inplace=True),
+        row("liger_fwd", 151936, 1.5, peer=True),
+        row("fwd", 151936, 1.8),
+        row("fused", 151936, 4.5, "split", extra=0.02),
+    ]
+    r.results["cases"][7]["variant_dispatched"] = "row"
+    r.ratios()
+    t = {(c["kind"], c["V"], c["variant"], c["inplace"]): c["timing"] for c in r.results["cases"]}
+    assert t[("fwd", 32000, None, False)]["ratio_to_liger"] == pytest.approx(1.02)
+    assert t[("fused", 32000, "row", False)]["ratio_to_liger"] == pytest.approx(0.75)
+    assert t[("fused", 32000, "row", True)]["ratio_to_liger"] == pytest.approx(1.3 / 1.9)
+    assert t[("fwd", 32000, None, False)]["frac_of_copy_bandwidth"] == pytest.approx(0.5 / 1.02)
+    goals = {g["goal"]: g for g in r.goals()}
+    g = goals["V=32000 forward: ours sequence_logprobs / Liger fused_selective_log_softmax"]
+    assert g["status"] == "met" and g["value"] == pytest.approx(1.02)
+    g = [v for k, v in goals.items() if k.startswith("V=32000 forward+backward: best")][0]
+    assert g["status"] == "missed" and g["value"] == pytest.approx(1.5 / 1.9)
+    assert "best variant row" in g["detail"] and "default (row)" in g["detail"]
+    g = [v for k, v in goals.items() if k.startswith("V=151936 forward+backward: best")][0]
+    assert g["status"] == "not measured"  # no Liger fused loss at that V
+    g = [v for k, v in goals.items() if k.startswith("V=151936 peak extra")][0]
+    assert g["status"] == "missed" and g["value"] == pytest.approx(0.02)
+    g = [v for k, v in goals.items() if k.startswith("V=151936 forward:")][0]
+    assert g["status"] == "missed" and g["value"] == pytest.approx(1.2)
+    r.results["dispatch"] = {"best": {"32000": ["row", 1.5]}, "TABLE": "((None, 'row'),)"}
+    bench_run.print_summary(r.results, r.goals())
+    out = capsys.readouterr().out
+    assert "MISSED" in out and "MET" in out and "NOT MEASURED" in out and "TABLE" in out
+    assert "0.750" in out  # the ratio column
+    for c in r.results["cases"]:
+        c.setdefault("wall_s", 0.1)
+        assert c["name"] in bench_run.progress_line(c)

@@ -54,7 +54,7 @@ SLACK_ULP_INTERPRETER = 1.0
 #: allowed ratio of our mean gradient error to low-precision torch's (interpreter: truncation)
 MEAN_FACTOR_INTERPRETER = 2.0
 #: fp32 gradients (no low-precision yardstick): 64 ulp, plus this fraction of max |ref|
-FP32_REL_TO_MAX = 1e-6
+FP32_REL_TO_MAX = 4e-6
 #: environment switch of the kernels' autotuner ("0": fixed default configs)
 AUTOTUNE_ENV = "TSALLIS_TRITON_AUTOTUNE"
 #: default deadline of a GPU run (s): the whole run stays under 5 minutes
@@ -1359,7 +1359,7 @@ def main(argv=None) -> int:
     if args.deadline_s is None and not args.smoke:
         args.deadline_s = DEFAULT_DEADLINE_S
     r = Runner(args, dev)
-    r.chunk = None if args.smoke else 1
+    r.chunk = 1  # the oracle runs sequence by sequence (float64 copies of one sequence only)
     r.results["meta"] = environment(dev, args, variants)
     r.liger = (None, None, "disabled (--no-liger)") if args.no_liger else find_liger(args.whl)
     r.results["meta"]["liger"] = r.liger[2]
