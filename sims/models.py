@@ -37,6 +37,7 @@ __all__ = [
     "LatentCategorical",
     "TabularChain",
     "TwoLabelNoise",
+    "TwoLabelNoiseDirect",
     "ManyExampleNoise",
     "MODELS",
     "make_model",
@@ -290,6 +291,46 @@ class TwoLabelNoise:
 
 
 @dataclass(frozen=True)
+class TwoLabelNoiseDirect:
+    """Two-label noise model with a bounded score: the parameter *is* the contamination.
+
+    θ = [p~] ∈ [0, 1], P = (1 - p~, p~) for (clean, noise), objective (1-ε)·ℓ_q(1-p~) +
+    ε·ℓ_q(p~), so ∇P = (-1, +1): ‖∇p~‖ = 1, the bounded-below score Prop. C.2 assumes.  The flow
+    is p~' = ε·p~^(-q) - (1-ε)·(1-p~)^(-q) (Prop. 4.1), with the same escort fixed point
+    p~/(1-p~) = (ε/(1-ε))^(1/q) as the softmax model; near p~ = 0 it integrates to the paper's
+    fitting time η^(q+1)/((q+1)ε).  ``terms`` evaluates P at θ projected onto [0, 1]
+    (projected gradient); for q > 0 the flow never reaches the boundary, since P^(-q) diverges
+    there and pushes inward.
+    """
+
+    eps: float = 0.1
+    name = "two_label_direct"
+
+    def __post_init__(self):
+        _check_p(self.eps, "eps", 0.5)
+
+    @property
+    def dim(self) -> int:
+        return 1
+
+    def init(self, p_tilde0: float) -> np.ndarray:
+        return np.array([_check_p(p_tilde0, "p_tilde0")])
+
+    def terms(self, theta):
+        theta = _check_theta(theta, 1)
+        pt = np.clip(theta[..., 0], 0.0, 1.0)
+        P = np.stack([1.0 - pt, pt], axis=-1)
+        dP = np.broadcast_to(np.array([[-1.0], [1.0]]), P.shape + (1,))
+        return np.array([1.0 - self.eps, self.eps]), P, dP
+
+    def monitor(self, theta):
+        return np.clip(_check_theta(theta, 1)[..., 0], 0.0, 1.0)
+
+    def label(self) -> str:
+        return f"two-label noise, p~ as parameter (ε={self.eps})"
+
+
+@dataclass(frozen=True)
 class ManyExampleNoise:
     """N examples over C classes, a fraction ``frac_wrong`` carrying a wrong label.
 
@@ -370,6 +411,7 @@ MODELS = {
     "latent": LatentCategorical,
     "chain": TabularChain,
     "two_label": TwoLabelNoise,
+    "two_label_direct": TwoLabelNoiseDirect,
     "many_noise": ManyExampleNoise,
 }
 

@@ -86,6 +86,15 @@ def test_label_noise_escort_and_fitting_time(quick_results):
         if r["part"] == "two_label_fitting_time":
             # softmax breaks the paper's bounded-score assumption: the time barely depends on η
             assert abs(r["slope"]) < 0.3 and r["theory_slope"] >= 1.25
+    # the bounded-score parameterisation (p~ itself, ‖∇p~‖ = 1): the paper's law holds
+    direct = [r for r in recs if r["part"] == "two_label_direct_fitting_time"]
+    assert {r["q"] for r in direct} == {0.25, 0.5, 0.75, 1.0} and len(direct) == 16
+    for r in direct:
+        assert len(r["fit_levels"]) >= 2
+        assert abs(r["slope"] - (r["q"] + 1.0)) < 0.01, r
+        assert abs(r["constant"] - 1.0) < (0.03 if r["q"] == 0.25 else 0.002), r
+        # near the equilibrium the clean label's pull slows it: never faster than the paper
+        assert min(r["ratio_to_paper"]) > 1.0 - 1e-6
     mem = {r["q"]: r for r in recs if r["part"] == "many_examples_memorisation"}
     t = {q: mem[q]["points"][-1]["time"] for q in mem}
     assert t[1.0] < t[0.5] < t[0.25]

@@ -17,6 +17,7 @@ from sims.models import (
     Sigmoid,
     TabularChain,
     TwoLabelNoise,
+    TwoLabelNoiseDirect,
     make_model,
 )
 from sims.rng import counter_uniform
@@ -30,6 +31,7 @@ MODELS = [
     LatentCategorical(K=3),
     TabularChain(L=3, V=4),
     TwoLabelNoise(eps=0.2),
+    TwoLabelNoiseDirect(eps=0.2),
     ManyExampleNoise(N=5, frac_wrong=0.4),
 ]
 
@@ -50,7 +52,7 @@ def test_exact_gradient_matches_finite_differences(model):
     np.testing.assert_allclose(exact_ascent(model, theta, q), -fd, rtol=1e-5, atol=1e-8)
 
 
-def test_sigmoid_flow_matches_table_of_sims_md():
+def test_sigmoid_flow_matches_table_of_the_readme():
     table = {(1e-2, 0.0): 108.2, (1e-4, 0.5): 201.2, (1e-6, 1.0): 14.82, (1e-6, 0.0): 1000027}
     for (p0, q), t in table.items():
         r = flow_escape(Sigmoid(), p0, q)
@@ -227,3 +229,58 @@ def _logps(model, theta, u, M, mode):
     lp_tok = torch.gather(logpi[:, None].expand(R, M, L, V), 3, tok.unsqueeze(-1)).squeeze(-1)
     lp = (lp_tok * alive.double()).sum(-1)  # off-path tables are not the tracked ones
     return torch.zeros_like(lp).flatten(), lp.flatten()
+
+
+@pytest.mark.parametrize("q", [0.5, 1.0])
+def test_bounded_score_noise_model_flow_and_paper_law(q):
+    """p~ as the parameter: ‖∇p~‖ = 1, p~' = ε p~^-q - (1-ε)(1-p~)^-q, escort fixed point, and
+    the ODE's time to a small level equals the quadrature of the experiment and the paper's
+    η^(q+1)/((q+1)ε) (Prop. C.2) to leading order."""
+    from sims.experiments.label_noise import _run_direct
+
+    eps = 0.1
+    m = make_model("two_label_direct", eps=eps)
+    for p in (1e-9, 0.03, 0.7):
+        _w, P, dP = m.terms(m.init(p))
+        np.testing.assert_allclose(P, [1 - p, p])
+        assert np.linalg.norm(dP[1]) == 1.0
+        v = exact_ascent(m, m.init(p), q)[0]
+        assert v == pytest.approx(eps * p**-q - (1 - eps) * (1 - p) ** -q, rel=1e-12)
+    eq = theory.noise_equilibrium(eps, q)
+    assert abs(exact_ascent(m, m.init(eq), q)[0]) < 1e-9
+    res = _run_direct({"eps": eps, "q": q, "p_tilde0_fit": 1e-16, "id": "t"})
+    lv = list(res["levels"])
+    i = lv.index(1e-4)
+    ode = flow_escape(m, None, q, delta=1e-4, theta0=m.init(1e-16), t_max=1e9, method="LSODA",
+                      atol=1e-30)
+    assert ode.time == pytest.approx(res["fit_time"][i], rel=1e-4)
+    j = lv.index(1e-8)  # (η/p~*)^q ≤ 1e-3: the clean label's pull is negligible
+    assert res["fit_time"][j] == pytest.approx(theory.noise_fitting_time(1e-8, eps, q), rel=2e-3)
+
+
+def test_latent_symmetric_start_is_the_slowest_start_with_that_p0():
+    """Why sampled likelihood-mode runs escape faster than K·T_sigmoid/η (README, sampled
+    training): not the step size (exact-gradient GD at η = 2 keeps the flow time), but the
+    symmetric start itself — the flow from a start whose answer heads differ (P still p0)
+    escapes several times faster, down towards T_sigmoid = (1/K)·K·T_sigmoid."""
+    from scipy.optimize import brentq
+
+    K, q, p0, eta = 4, 1.0, 1e-3, 2.0
+    m = LatentCategorical(K=K)
+    sym = m.init(p0)
+    t_sym = flow_escape(m, None, q, theta0=sym).time
+    assert t_sym == pytest.approx(K * theory.sigmoid_escape_time(p0, q), rel=1e-6)
+    steps, _ = gd_escape(m, sym[None], q, np.array([eta]), 10**4)
+    assert steps[0] * eta == pytest.approx(t_sym, rel=0.05)
+    rng = np.random.default_rng(0)
+    ratios = []
+    for _ in range(4):
+        th = sym.copy()
+        th[K:] += rng.normal(0.0, 0.7, K)
+        shift = brentq(
+            lambda d, th=th: float(m.monitor(np.concatenate([th[:K], th[K:] + d]))) - p0, -30, 30
+        )
+        th[K:] += shift
+        assert float(m.monitor(th)) == pytest.approx(p0, rel=1e-9)
+        ratios.append(flow_escape(m, None, q, theta0=th).time / t_sym)
+    assert max(ratios) < 0.8 and min(ratios) > 1.0 / K - 1e-9
