@@ -1,10 +1,10 @@
-r"""Analysis as pure functions of a results table (sims.md: escape times, censoring, slopes).
+r"""Analysis as pure functions of a results table (escape times, censoring, slopes).
 
 A results table is a list of rows (dicts): a setting's parameters plus its result arrays, as
 returned by :func:`sims.runner.load_table`.  Nothing here reads files or draws random numbers
 except through an explicit seed, so the same table always gives the same numbers.
 
-Censoring (sims.md "Dynamics"): a run that never escaped is kept with time = its budget and a
+Censoring: a run that never escaped is kept with time = its budget and a
 flag.  A point's summary is the median over seeds, which is exact as long as fewer than half the
 runs are censored; a point whose median is censored is reported (``median_censored=True``) and
 left out of slope fits, never averaged as if it had finished.

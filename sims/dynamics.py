@@ -4,7 +4,7 @@ Both follow the negative gradient of J = Σ_j weights_j·ℓ_q(P_j) (Section 2),
 is ``-∇J = Σ_j weights_j · P_j^(-q) · ∇P_j``; the amplification P^(-q) comes from
 :func:`tsallis.amplification`, the gradients ∇P_j from the model (:mod:`sims.models`).
 
-Escape time = first time the model's monitor reaches δ (sims.md "Dynamics").  A run that does
+Escape time = first time the model's monitor reaches δ (δ = 1/2 unless set).  A run that does
 not reach it within the budget is *censored*: it is returned with ``censored=True`` and time
 equal to the budget (a lower bound), never dropped.
 
@@ -64,7 +64,6 @@ def flow_escape(
 
     ``t_max`` defaults to 100× the sigmoid-type scale 1/p0 (q=0) — generous for every model here.
     Integration uses scipy's DOP853 (or ``method``) with a terminal event at monitor = δ
-    (sims.md dynamics 1).
     """
     q = _check_q(q)
     if theta0 is None:
@@ -172,7 +171,7 @@ def gd_escape(model, theta0, q, eta, max_steps, delta=0.5, chunk=1024):
         max_steps: the budget; rows that have not escaped are censored at ``max_steps``.
     Returns:
         (steps [R] int64, censored [R] bool): the first step count after which monitor >= δ.
-        Time in flow units is ``steps·η`` (T/η steps as η -> 0, sims.md dynamics 2).
+        Time in flow units is ``steps·η`` (T/η steps as η -> 0).
     """
     q = _check_q(q)
     theta = np.array(theta0, dtype=np.float64, copy=True)

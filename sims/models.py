@@ -1,4 +1,4 @@
-r"""The simulator models: small enough that P and ∇P are exact (sims.md "Models").
+r"""The simulator models: small enough that P and ∇P are exact (Sections 5 and 6 of the paper).
 
 Every model is a frozen dataclass with
 
@@ -89,8 +89,8 @@ class KArmBandit:
 
     P = Σ_{j<k} π_j with π = softmax(θ);  ∂P/∂θ_j = π_j (1[j<k] - P).
     ``wrong_init="equal"`` puts the wrong mass evenly on the K-k wrong arms (the flow keeps that
-    symmetry, and T = k(K-k)/K · T_sigmoid-type closed form, sims.md); ``"concentrated"`` puts
-    all but a 1e-3 share of it on one wrong arm.
+    symmetry, and T has a closed form, ``tsallis.theory.karm_escape_time``); ``"concentrated"``
+    puts all but a 1e-3 share of it on one wrong arm.
     """
 
     K: int = 4
@@ -142,9 +142,9 @@ class KArmBandit:
 class LatentCategorical:
     """Categorical latent model: z ~ softmax(θ_prior) over K rationales, w(z) = σ(φ_z) ∈ (0, 1).
 
-    P = Σ_z π_z w_z (math.md §1, the paper's likelihood mode: w never 0).  Parameters are
-    ``[θ_prior (K), φ (K)]``; with ``train_answer=False`` the answer table w is fixed and only the
-    prior trains.  ∂P/∂θ_z = π_z (w_z - P), ∂P/∂φ_z = π_z w_z (1 - w_z).
+    P = Σ_z π_z w_z (the paper's likelihood mode, Section 2: w never 0; docs/conventions.md).
+    Parameters are ``[θ_prior (K), φ (K)]``; with ``train_answer=False`` the answer table w is
+    fixed and only the prior trains.  ∂P/∂θ_z = π_z (w_z - P), ∂P/∂φ_z = π_z w_z (1 - w_z).
 
     Cold start ``init(p0)``: uniform prior and every w_z = p0 (the flow keeps that symmetry:
     ‖∇P‖² = p²(1-p)²/K, so the flow escape time is K · T_sigmoid).  ``init(p0)`` with

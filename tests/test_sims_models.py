@@ -1,4 +1,5 @@
-"""Models and exact dynamics of the simulators against tsallis.theory (sims.md "Facts")."""
+"""Models and exact dynamics of the simulators against tsallis.theory (Eq. 15 and its K-arm,
+chain and latent analogues)."""
 
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def test_latent_symmetric_flow_is_K_times_sigmoid():
 
 
 def test_karm_concentrated_wrong_mass_lies_between_the_bounds():
-    """sims.md: wrong mass on one arm gives T between T_sigmoid/2 and (K-1)/K·T_sigmoid."""
+    """Wrong mass on one arm gives T between T_sigmoid/2 and (K-1)/K·T_sigmoid."""
     for q in (0.0, 0.5, 1.0):
         t = flow_escape(KArmBandit(K=5, wrong_init="concentrated"), 1e-3, q).time
         ts = theory.sigmoid_escape_time(1e-3, q)
@@ -125,7 +126,7 @@ def test_gd_approaches_flow_as_eta_shrinks_and_censors():
 @example(q=0.0, M=2, p0=1e-4, mode="verifier", est="garl_rloo", step=0)
 @example(q=1.0, M=16, p0=0.9, mode="likelihood", est="garl", step=3)
 def test_paper_monitor_lies_in_unit_interval(q, M, p0, mode, est, step):
-    """sims.md: the Fig. 3 monitor max_m c_m/M^q lies in [0, 1] on the simulator's groups."""
+    """The Fig. 3 monitor max_m c_m/M^q lies in [0, 1] on the simulator's groups."""
     model = LatentCategorical(K=3)
     theta = torch.tensor(np.tile(model.init(p0), (8, 1)))
     draw = draw_and_score(model, theta, M, torch.arange(8, dtype=torch.int64), step, mode)

@@ -11,7 +11,7 @@ is not re-implemented here), and its relative bias carries the Monte Carlo stand
 few standard errors of GARL's).
 
 * ``verifier`` — 0/1 rewards on the K = 3 arm bandit with two correct arms (PAFT's extra
-  variance needs two different correct samples, sims.md), P ∈ {0.05, 0.3}.  The expected update
+  variance needs two different correct samples, Prop. D.4), P ∈ {0.05, 0.3}.  The expected update
   is a scalar multiple (1 + r) of the true ascent direction P^(-q)∇P; r is reported with the
   delta-method leading term ``theory.garl_bias_leading_term`` (valid for M·P ≫ 1) — for this
   model -q(1-q)(1-P)/(2MP) — and r -> (MP)^q - 1 as M·P -> 0.
@@ -246,7 +246,7 @@ def analyze(table: list[dict]) -> list[dict]:
             cos = mean @ target / (np.linalg.norm(mean, axis=1) * math.sqrt(tn))
             lead_rel = np.asarray(r["leading"]) @ target / tn
             Pv = float(r["P_true"])
-            # the delta-method regime (sims.md): M·P ≫ 1 for 0/1 rewards, M ≫ Var(w)/P²
+            # the delta-method regime of Thm 6.1: M·P ≫ 1 for 0/1 rewards, M ≫ Var(w)/P²
             # for continuous weights; "≫" read as a factor 2
             scale = 1.0 / Pv if mode == "verifier" else float(r["var_w"]) / Pv**2
             big = Ms >= 2.0 * scale

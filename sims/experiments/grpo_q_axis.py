@@ -1,4 +1,4 @@
-r"""Experiment 6: GRPO placed on the q axis (sims.md, "GRPO's place on the continuum").
+r"""Experiment 6: GRPO placed on the q axis (README, "GRPO on the q axis").
 
 For the Bernoulli (sigmoid) model with 0/1 rewards, every group of M samples is determined by
 its number of successes n, so the exact expected update of any estimator is

@@ -1,4 +1,4 @@
-r"""Experiment 2: escape under sampled training with M samples per step (sims.md, sampled trap).
+r"""Experiment 2: escape under sampled training with M samples per step (Section 6, capped regime).
 
 Three parts, all plug-in GARL (Eq. 9) with SGD:
 
@@ -164,7 +164,7 @@ def analyze(table: list[dict]) -> list[dict]:
         if np.all(np.isfinite(th[capped])) and capped.sum() >= 2:
             th_slope = fit_slope(p0[capped], [[t] for t in th[capped]])["slope"]
         elif mode == "verifier":
-            th_slope = 1.0  # sims.md: slope 1 for every q when p0 ≪ 1/M (no closed form here)
+            th_slope = 1.0  # slope 1 for every q when p0 ≪ 1/M (capped regime; no closed form here)
         else:
             th_slope = math.nan
         flow_asym = 1.0 - q
