@@ -397,7 +397,7 @@ class Runner:
         return [(b, min(B, b + step)) for b in range(0, B, step)]
 
     # --------------------------------------------------------------------------- timing
-    def time_ms(self, fn, restore=None):
+    def time_ms(self, fn):
         """Median ms of ``fn`` (GPU: triton.testing.do_bench; smoke: one wall-clock call)."""
         if self.dev == "cuda":
             import triton.testing
@@ -1383,6 +1383,7 @@ def main(argv=None) -> int:
             keep = {c.work.key for c in cases[i:] if c.work is not None} if nxt else set()
             for k in [k for k in r.data if k not in keep]:
                 del r.data[k]  # a workload no later case needs
+    r.results["meta"]["tuned_configs_final"] = tuned_configs()
     r.ratios()
     goals = r.goals()
     best = best_variants(r.results) if not args.smoke else {}
