@@ -34,8 +34,15 @@ def test_trl_readme_block_runs(index, tmp_path, monkeypatch, capsys):
         pytest.skip("trl is not installed")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model runs fastest on one thread
     code = compile(_blocks()[index], f"{README_SECTION.name}[block {index}]", "exec")
-    exec(code, {"__name__": "__readme__"})
+    try:
+        exec(code, {"__name__": "__readme__"})
+    finally:
+        torch.set_num_threads(threads)
     out = capsys.readouterr().out
     assert "tsallis/max_amplified_advantage" in out
     assert (tmp_path / "out-likelihood").exists()
