@@ -215,7 +215,24 @@ def _liger_import(wheel):
         for mod in [m for m in sys.modules if m.startswith("liger_kernel")]:
             del sys.modules[mod]
     from liger_kernel.ops.grpo_loss import fused_selective_log_softmax
-    from liger_kernel.transformers.grpo_loss import triton_grpo_loss
+
+    note = ""
+    try:
+        from liger_kernel.transformers.grpo_loss import triton_grpo_loss
+    except Exception as e:  # the transformers side of Liger failed to import: same kernel
+        from liger_kernel.ops.grpo_loss import GrpoLossFunction
+
+        note = f" [triton_grpo_loss not importable ({type(e).__name__}: {e}); " \
+            "calling GrpoLossFunction.apply as triton_grpo_loss does]"  # fmt: skip
+
+        def triton_grpo_loss(logits, old_logp, ref_logp, completion_ids, advantages,
+                             completion_mask=None, temperature=0.9, beta=0.04, eps_low=0.2,
+                             eps_high=0.4, inplace=True, loss_type="dapo",
+                             reduce=False):  # fmt: skip
+            out = GrpoLossFunction.apply(logits, old_logp, ref_logp, completion_ids, advantages,
+                                         completion_mask, temperature, beta, eps_low, eps_high,
+                                         inplace, loss_type, None, reduce)  # fmt: skip
+            return (out[0], list(out[1:])) if reduce else out
 
     version = "unknown"
     if wheel is not None:
@@ -228,7 +245,7 @@ def _liger_import(wheel):
             version = md.version("liger-kernel")
         except Exception:
             pass
-    return fused_selective_log_softmax, triton_grpo_loss, version
+    return fused_selective_log_softmax, triton_grpo_loss, version + note
 
 
 # ------------------------------------------------------------------------------- workloads
