@@ -183,7 +183,7 @@ def test_fused_matches_reference(variant, mode):
     assert int(res.timeouts) == swept * (per_row - 1)
 
 
-@pytest.mark.parametrize("nprog", [1, 3, 5])
+@pytest.mark.parametrize("nprog", [1, 5])
 def test_multi_programs_per_row_and_empty_ranges(nprog):
     """multi with P programs per row, V = 97 (prime): with P = 5 the ranges are 32 columns
     wide (rounded up to the block), so the last program of each row has no columns at all."""
@@ -224,8 +224,10 @@ def test_inplace_cooperative_timeout_raises(variant, monkeypatch):
                       max_spin=2)  # fmt: skip
 
 
-@pytest.mark.parametrize("variant", FUSED_VARIANTS)
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize(
+    "variant,dtype",
+    [(v, torch.bfloat16) for v in FUSED_VARIANTS] + [("split", torch.float32)],
+)
 def test_fused_inplace_equals_out_of_place(variant, dtype):
     """Bitwise. In the interpreter the in-place split/multi run as two launches (published
     partials only) while out of place most programs recompute their row's partials after a
@@ -275,7 +277,7 @@ def test_batch_invariance_and_repeatability_bitwise(variant):
         grads.append(a.grad)
     assert torch.equal(grads[0], grads[1])
     o = sequence_logprobs(x, ids, lay, impl="triton")
-    for b in (0, 3):
+    for b in (0, 3) if variant == "row" else (3,):  # (interpreter time)
         sub = TokenLayout.from_masks(rat[b : b + 1], ans[b : b + 1])
         xb = x[b : b + 1].clone().requires_grad_(True)
         one = fused_sequence_loss(xb, ids[b : b + 1], sub,
