@@ -1,0 +1,289 @@
+r"""Cold start in a tiny causal transformer sampling its own rationales (:mod:`sims.transformer`).
+
+Escape = the first step at which the Monte Carlo estimate P̂ (mean of p(y* | x, z) over the
+step's sampled prompts and rationales, log space) reaches ``DELTA``; runs that never do are
+censored at their budget and kept.  ``DELTA`` lies below the task's format plateau n^(-L) (the
+answer alphabet learned, the computation not yet), so an escape means P has grown from p0 by
+many decades: leaving the cold start, which is where the q amplification acts (Section 5).
+
+Parts (likelihood mode and GARL-RLOO, Eq. 12, unless said):
+
+* ``sgd`` — SGD at one learning rate for every q (matched effective step size, no 1/M^q): escape
+  steps against p0, slope of log T on log(1/p0) against the flow's 1 - q.
+* ``verifier`` — the same in verifier mode (exact match of the sampled answer, 0/1 reward).
+* ``adam`` — Adam (lr, ε) from p0 down to LLM-like values: which q escape, against the threshold
+  q* = 1 - log(ε/s)/log p0, where s is measured per run as the largest gradient component at step
+  0 with q = 1 (the score scale; the q-gradient at the start is ≈ p0^(1-q)·s).  The same part
+  holds GRPO, PAFT and the SFT→RLVR step schedule (q = 1 for ``SWITCH`` steps, then q = 0), and
+  its per-step P̂ and Fig. 3 monitor (max amplified advantage) give the training curves from the
+  smallest p0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..analysis import escape_summary, fit_slope, group_rows
+from ..rng import row_key
+from ..runner import setting_hash
+from ..transformer import ModelSpec, Task, train
+from . import Experiment
+from ._common import Q_GRID, fmt_p, seed_keys
+
+NAME = "lm_cold_start"
+VERSION = 1
+DELTA = 0.05
+TASK = {"n": 3, "L": 2, "R": 2}
+SPEC = {"d": 16, "heads": 1, "layers": 1, "mlp": 2}
+G, M = 2, 8
+SGD_LR = 0.3
+ADAM_LR = 0.05
+SWITCH = 10
+MODEL = "transformer_d16_l1"
+
+
+def _grid(quick: bool):
+    if quick:
+        return {
+            "sgd_p0": (5e-3, 1.5e-3),
+            "ver_p0": (1.5e-2, 5e-3),
+            "adam_p0": (1e-12, 1e-30),
+            "eps": (1e-8,),
+            "seeds": 2,
+            "sgd_budget": 250,
+            "ver_budget": 120,
+            "adam_budget": 50,
+            "paft_q": (0.75, 1.0),
+        }
+    return {
+        "sgd_p0": (1e-2, 3e-3, 1e-3, 3e-4),
+        "ver_p0": (3e-2, 1e-2, 3e-3, 1e-3),
+        "adam_p0": (1e-6, 1e-12, 1e-20, 1e-30),
+        "eps": (1e-6, 1e-8, 1e-10),
+        "seeds": 6,
+        "sgd_budget": 1200,
+        "ver_budget": 600,
+        "adam_budget": 200,
+        "paft_q": Q_GRID,
+    }
+
+
+def settings(quick: bool) -> list[dict]:
+    g = _grid(quick)
+    base = {
+        "experiment": NAME,
+        "model": MODEL,
+        "task": dict(TASK),
+        "spec": dict(SPEC),
+        "G": G,
+        "M": M,
+        "delta": DELTA,
+        "seed": 0,
+        "n_seeds": g["seeds"],
+        "switch": None,
+    }
+    out = []
+    for part, mode in (("sgd", "likelihood"), ("verifier", "verifier")):
+        for q in Q_GRID:
+            for p0 in g["sgd_p0" if part == "sgd" else "ver_p0"]:
+                out.append(
+                    {
+                        **base, "part": part, "mode": mode, "estimator": "garl_rloo",
+                        "optimizer": "sgd", "adam_eps": None, "lr": SGD_LR, "q": q, "p0": p0,
+                        "budget": g["sgd_budget" if part == "sgd" else "ver_budget"],
+                        "freeze": True,
+                        "id": f"{NAME}/{part}/{mode}/garl_rloo/sgd/q={q:g}/p0={fmt_p(p0)}",
+                    }
+                )  # fmt: skip
+    series = [("garl_rloo", q, None) for q in Q_GRID]
+    series += [("garl_rloo", 0.0, SWITCH), ("grpo", None, None)]
+    series += [("paft", q, None) for q in g["paft_q"]]
+    for eps in g["eps"]:
+        for est, q, switch in series:
+            if eps != 1e-8 and est != "garl_rloo":
+                continue  # the ε sweep is for GARL; the baselines run at the default ε
+            for p0 in g["adam_p0"]:
+                sched = "" if switch is None else f"/sft{switch}->rlvr"
+                qs = "" if q is None else f"/q={q:g}"
+                out.append(
+                    {
+                        **base, "part": "adam", "mode": "likelihood", "estimator": est,
+                        "optimizer": "adam", "adam_eps": eps, "lr": ADAM_LR, "q": q,
+                        "switch": switch, "p0": p0, "budget": g["adam_budget"], "freeze": False,
+                        "id": f"{NAME}/adam/eps={eps:g}/{est}{qs}{sched}/p0={fmt_p(p0)}",
+                    }
+                )  # fmt: skip
+    return out
+
+
+def batch_key(s: dict) -> tuple:
+    return (s["part"], s["mode"], s["estimator"], s["optimizer"], s["budget"], s["freeze"])
+
+
+def run_batch(batch: list[dict]) -> list[dict]:
+    """All seeds of all settings of the batch in one :func:`sims.transformer.train` call."""
+    s0 = batch[0]
+    keys, p0, q, lr, eps, switch, owner = [], [], [], [], [], [], []
+    for j, s in enumerate(batch):
+        n = s["n_seeds"]
+        keys.append(seed_keys(NAME, VERSION, s))
+        p0 += [s["p0"]] * n
+        q += [0.0 if s["q"] is None else s["q"]] * n
+        lr += [s["lr"]] * n
+        eps += [1e-8 if s["adam_eps"] is None else s["adam_eps"]] * n
+        switch += [0 if s["switch"] is None else s["switch"]] * n
+        owner += [j] * n
+    res = train(
+        Task(**s0["task"]),
+        ModelSpec(**s0["spec"]),
+        np.concatenate(keys),
+        np.array(p0),
+        np.array(q),
+        np.array(lr),
+        steps=int(s0["budget"]),
+        G=s0["G"],
+        M=s0["M"],
+        estimator=s0["estimator"],
+        mode=s0["mode"],
+        optimizer=s0["optimizer"],
+        adam_eps=np.array(eps),
+        switch=np.array(switch, dtype=np.float64),
+        delta=s0["delta"],
+        freeze_escaped=s0["freeze"],
+        paft_seed=row_key(*[setting_hash(NAME, VERSION, s) for s in batch]),
+    )
+    owner = np.array(owner)
+    out = []
+    for j, s in enumerate(batch):
+        rows = owner == j
+        r = {
+            "steps": res.steps[rows],
+            "censored": res.censored[rows],
+            "diverged": res.diverged[rows],
+            "log_p0": res.log_p0[rows],
+            "grad_absmax0": res.grad_absmax0[rows],
+        }
+        if s["part"] == "adam":
+            r["log_p_hat"] = res.log_p_hat[rows]
+            r["monitor"] = res.monitor[rows]
+        out.append(r)
+    return out
+
+
+def q_star(eps: float, s: float, p0: float) -> float:
+    """The Adam threshold q* = 1 - log(ε/s)/log p0: escape predicted for q > q*."""
+    return 1.0 - math.log(eps / s) / math.log(p0)
+
+
+def _label(r) -> str:
+    if r["switch"] is not None:
+        return f"sft{r['switch']}->rlvr"
+    return r["estimator"] if r["q"] is None else f"{r['estimator']} q={r['q']:g}"
+
+
+def analyze(table: list[dict]) -> list[dict]:
+    """One record per (series, p0) point with the escape summary; SGD series carry their slope
+    fit, Adam points the threshold prediction; plus one ``curve`` record per Adam series at the
+    smallest p0 (median log10 P̂ and median monitor per step over seeds)."""
+    records = []
+    # s per (part, eps, p0): median over the q = 1 GARL runs of the step-0 gradient scale
+    s_hat = {}
+    for r in table:
+        if r["part"] == "adam" and r["estimator"] == "garl_rloo" and r["q"] == 1.0:
+            if r["switch"] is None:
+                s_hat[(r["adam_eps"], r["p0"])] = float(np.median(r["grad_absmax0"]))
+    keys = ["part", "mode", "estimator", "optimizer", "adam_eps", "q", "switch"]
+    for key, rows in group_rows(table, keys).items():
+        part = key[0]
+        rows = sorted(rows, key=lambda r: -r["p0"])
+        p0m = np.array([float(np.exp(np.median(r["log_p0"]))) for r in rows])
+        summ = [escape_summary(r["steps"], r["censored"]) for r in rows]
+        fit = None
+        if part in ("sgd", "verifier"):
+            fit = fit_slope(p0m, [r["steps"] for r in rows], [r["censored"] for r in rows])
+        for r, p, sm in zip(rows, p0m, summ, strict=True):
+            rec = {
+                "experiment": NAME,
+                "part": part,
+                "model": r["model"],
+                "mode": r["mode"],
+                "estimator": r["estimator"],
+                "optimizer": r["optimizer"],
+                "adam_eps": r["adam_eps"],
+                "lr": r["lr"],
+                "q": r["q"],
+                "schedule": None if r["switch"] is None else f"q=1 for {r['switch']} steps, then q",
+                "label": _label(r),
+                "p0": float(p),
+                "p0_target": r["p0"],
+                "M": r["M"],
+                "G": r["G"],
+                "delta": r["delta"],
+                "budget": int(r["budget"]),
+                "median_steps": sm["median"],
+                "median_censored": sm["median_censored"],
+                "n_runs": sm["n"],
+                "n_censored": sm["n_censored"],
+                "n_diverged": int(np.sum(r["diverged"])),
+                "steps": [int(x) for x in r["steps"]],
+                "grad_scale_step0": float(np.median(r["grad_absmax0"])),
+            }
+            if fit is not None:
+                rec.update(
+                    slope=fit["slope"], slope_ci=fit["slope_ci"], flow_slope=1.0 - r["q"],
+                    slope_points=fit["n_points"],
+                )  # fmt: skip
+            if part == "adam":
+                s = s_hat.get((r["adam_eps"], r["p0"]))
+                qs = math.nan if s is None else q_star(r["adam_eps"], s, float(p))
+                rec.update(s_hat=s, q_star=qs)
+                if r["q"] is not None and r["switch"] is None and np.isfinite(qs):
+                    rec["predicted_escape"] = bool(r["q"] > qs)
+                rec["escaped"] = not sm["median_censored"]
+            records.append(rec)
+        if part == "adam":
+            r = rows[-1]  # the smallest p0
+            lp = np.asarray(r["log_p_hat"], dtype=np.float64) / math.log(10.0)
+            mon = np.asarray(r["monitor"], dtype=np.float64)
+            records.append(
+                {
+                    "experiment": NAME, "part": "curve", "model": r["model"], "mode": r["mode"],
+                    "estimator": r["estimator"], "optimizer": "adam", "adam_eps": r["adam_eps"],
+                    "q": r["q"], "label": _label(r), "p0": float(p0m[-1]), "M": r["M"],
+                    "median_steps": summ[-1]["median"], "n_runs": summ[-1]["n"],
+                    "n_censored": summ[-1]["n_censored"],
+                    "curve": {
+                        "step": list(range(lp.shape[1])),
+                        "log10_P": [float(x) for x in np.nanmedian(lp, axis=0)],
+                        "monitor": [
+                            None if not np.isfinite(x) else float(x)
+                            for x in _nanmedian_cols(mon)
+                        ],
+                    },
+                }
+            )  # fmt: skip
+    return records
+
+
+def _nanmedian_cols(a: np.ndarray) -> np.ndarray:
+    out = np.full(a.shape[1], np.nan)
+    for j in range(a.shape[1]):
+        col = a[:, j][np.isfinite(a[:, j])]
+        if col.size:
+            out[j] = float(np.median(col))
+    return out
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    description="cold start in a tiny causal transformer sampling its own rationales: escape "
+    "vs p0 per q under SGD (slopes vs 1-q) and Adam (the ε threshold), verifier vs likelihood, "
+    "GRPO/PAFT/SFT->RLVR, training curves of P and the max amplified advantage",
+    version=VERSION,
+    settings=settings,
+    batch_key=batch_key,
+    run_batch=run_batch,
+    analyze=analyze,
+)
