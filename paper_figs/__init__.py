@@ -13,4 +13,5 @@ FIGURES = (
     "estimator_bias",
     "grpo_q_axis",
     "adam_threshold",
+    "lm_cold_start",
 )

@@ -36,12 +36,13 @@ def _registry() -> dict[str, Experiment]:
         estimator_bias,
         grpo_q_axis,
         label_noise,
+        lm_cold_start,
         sampled_escape,
         training_curves,
     )
 
     mods = (escape_time, sampled_escape, training_curves, label_noise, estimator_bias, grpo_q_axis)
-    mods += (adam_threshold,)
+    mods += (adam_threshold, lm_cold_start)
     return {m.EXPERIMENT.name: m.EXPERIMENT for m in mods}
 
 
