@@ -6,7 +6,21 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+#: sections whose blocks need an optional extra and run in their own test file
+#: ("## Train with TRL": tests/test_integration_trl_readme.py)
+OWN_TESTS = ("## Train with TRL",)
+
+
+def _general_text() -> str:
+    text = README.read_text()
+    for heading in OWN_TESTS:
+        start = text.index(heading)
+        end = text.find("\n## ", start + len(heading))
+        text = text[:start] + (text[end:] if end >= 0 else "")
+    return text
+
+
+BLOCKS = re.findall(r"```python\n(.*?)```", _general_text(), re.S)
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
