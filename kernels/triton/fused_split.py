@@ -268,12 +268,13 @@ def _sm_count(dev) -> int:
 _TUNED: dict = {}
 
 
-def _tuned(V, hold):
-    """Autotuned kernel whose configs carry ``NPROG_P2`` (it depends on BLOCK_V for split)."""
-    key = (V, hold)
+def _tuned(V, hold, P):
+    """Autotuned kernel whose configs carry ``NPROG_P2`` (split: it depends on BLOCK_V; multi:
+    on the programs per row ``P``)."""
+    key = (V, hold, P)
     if key not in _TUNED:
         table = SPLIT_CONFIGS if hold else MULTI_CONFIGS
-        p2 = (lambda b: pow2(triton.cdiv(V, b))) if hold else (lambda b: pow2(programs_per_row(V)))
+        p2 = (lambda b: pow2(triton.cdiv(V, b))) if hold else (lambda b: pow2(P))
         cfgs = [
             triton.Config({"BLOCK_V": b, "NPROG_P2": p2(b)}, num_warps=w, num_stages=st)
             for b, w, st in table
@@ -362,7 +363,7 @@ def launch_fused_split(x3, ids, span, g_tok, lse_in, inv_temp, logp, ent, out3, 
             _fused_split_kernel[(grid_for(bv),)](*common, **kw, BLOCK_V=bv, NPROG_P2=pow2(ns),
                                                  num_warps=warps, num_stages=stages)  # fmt: skip
         else:
-            k = _tuned(V, hold)
+            k = _tuned(V, hold, P)
             cached = len(getattr(k, "cache", {}))
             ticket.zero_()
             k[lambda meta: (grid_for(meta["BLOCK_V"]),)](*common, **kw)
