@@ -17,7 +17,7 @@ import numpy as np
 from ._common import out_dir, q_color, records, save
 
 NAME = "lm_cold_start"
-OTHER_COLORS = {"grpo": "#444444", "paft": "#a6761d"}
+OTHER_COLORS = {"grpo": "#444444"}
 
 
 def _series(recs, **cond):
@@ -29,10 +29,11 @@ def _series(recs, **cond):
 
 
 def _color(r):
-    if r["estimator"] == "garl_rloo" and r.get("schedule") is None and r["q"] is not None:
-        return q_color(r["q"])
+    """GARL-RLOO and PAFT (dashed) by q; the schedule blue; GRPO dark grey."""
     if r.get("schedule"):
         return "#1f78b4"
+    if r["estimator"] in ("garl_rloo", "paft") and r["q"] is not None:
+        return q_color(r["q"])
     return OTHER_COLORS.get(r["estimator"], "black")
 
 

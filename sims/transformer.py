@@ -14,7 +14,7 @@ The task (:class:`Task`) is a small computation over the digits ``0..n-1``:
 
 Vocabulary: digits ``0..n-1``, the marker ``n``, answer tokens ``n+1..2n`` (V = 2n + 1).
 
-**Cold start.** P = E_x E_z p(y* | x, z) (the paper's J at q = 1, Eq. 2) starts at p0, set by an
+**Cold start.** P = E_x E_z p(y* | x, z) starts at p0, set by an
 initial output bias ``-β`` on the answer tokens (nothing else changes: same architecture,
 lengths and task).  With small weights the logits are ≈ the bias, so each answer token has
 probability p_tok = e^(-β)/((n + 1) + n e^(-β)) and p0 ≈ p_tok^L; :func:`bias_for_p0` inverts

@@ -252,6 +252,7 @@ def analyze(table: list[dict]) -> list[dict]:
                     "experiment": NAME, "part": "curve", "model": r["model"], "mode": r["mode"],
                     "estimator": r["estimator"], "optimizer": "adam", "adam_eps": r["adam_eps"],
                     "q": r["q"], "label": _label(r), "p0": float(p0m[-1]), "M": r["M"],
+                    "schedule": None if r["switch"] is None else f"q=1 for {r['switch']} steps",
                     "median_steps": summ[-1]["median"], "n_runs": summ[-1]["n"],
                     "n_censored": summ[-1]["n_censored"],
                     "curve": {
