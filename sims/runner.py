@@ -179,7 +179,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, write_fn, *, replace: bool = True) -> bool:
+def _atomic_write(path: Path, write_fn, *, replace: bool = True, sync_dir: bool = True) -> bool:
     """Write ``path`` atomically: a temporary file in the same folder, fsync, then one rename.
 
     The temporary file is created with mode 0o666 (the umask applies, as for any file the user
@@ -205,7 +205,8 @@ def _atomic_write(path: Path, write_fn, *, replace: bool = True) -> bool:
                 if path.exists():
                     return False
                 os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        if sync_dir:  # make the rename itself durable (power loss), not only atomic
+            _fsync_dir(path.parent)
         return True
     finally:
         try:
@@ -309,7 +310,7 @@ class ResultCache:
         side = self.paths(h)[1]
         body = {**meta, "runtime_s": runtime_s}
         data = json.dumps(body, indent=1, sort_keys=True, default=_json_default).encode()
-        _atomic_write(side, lambda f: f.write(data))
+        _atomic_write(side, lambda f: f.write(data), sync_dir=False)  # derived, rebuildable
 
     def save(self, h: str, setting: dict, arrays: dict, meta: dict, *, overwrite: bool) -> bool:
         """Commit one setting's result.  Returns False (and writes nothing) when, without
