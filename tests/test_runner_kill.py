@@ -25,10 +25,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import sims.runner as runner  # noqa: E402
 from sims.experiments import Experiment  # noqa: E402
 from sims.runner import ResultCache, ResultFileError, load_table, run_experiment  # noqa: E402
 
 N_SETTINGS = 40
+# The files record the git commit and dirty flag of the run that wrote them; other work in the
+# checkout may change those between two runs of this test, so every run here records this one.
+FIXED_PROVENANCE = {
+    "package_version": "test",
+    "git_commit": "0" * 40,
+    "git_dirty": False,
+    "python": "test",
+}
+
+
+@pytest.fixture(autouse=True)
+def _fixed_provenance(monkeypatch):
+    monkeypatch.setattr(runner, "_PROVENANCE", dict(FIXED_PROVENANCE))
 
 
 def _settings(quick):
@@ -175,4 +189,5 @@ def test_permissions_follow_umask_and_stale_tmp_is_cleaned(tmp_path):
 
 
 if __name__ == "__main__":
+    runner._PROVENANCE = dict(FIXED_PROVENANCE)
     run_experiment(KILLTOY, out=sys.argv[1], progress=False)
