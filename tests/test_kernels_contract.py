@@ -251,3 +251,19 @@ def test_span_codes_used_by_name():
             if pat.search(line) and "-1" not in line:
                 hits.append(f"{path.name}:{i}: {line.strip()}")
     assert hits == [], hits
+
+
+def test_kernels_call_no_jit_library_functions():
+    """The kernels must not call ``@triton.jit`` functions of triton.language (``tl.sum``,
+    ``tl.zeros``, ``tl.cdiv``...): under the interpreter they fail once triton was imported
+    before TRITON_INTERPRET was set (as when pytest collects the kernels' doctests first)."""
+    import triton.language as tl
+    from triton.runtime.jit import JITFunction
+
+    jitted = {n for n in dir(tl) if isinstance(getattr(tl, n), JITFunction)}
+    root = pathlib.Path(kernels.__file__).parent / "triton"
+    hits = []
+    for path in sorted(root.glob("*.py")):
+        called = set(re.findall(r"\btl\.(\w+)\(", path.read_text()))
+        hits += [f"{path.name}: tl.{n}" for n in sorted(called & jitted)]
+    assert hits == [], hits

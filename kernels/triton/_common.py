@@ -28,10 +28,11 @@ SPAN_ANSWER = tl.constexpr(ANSWER)
 INTERPRET_BLOCK_V = 32
 
 
-# The reductions are written with ``tl.reduce`` and local combine functions instead of
-# ``tl.sum``/``tl.max``/``tl.cdiv`` (``@jit`` functions of triton.language.standard): the same
-# code when compiled, and the interpreter then works even when triton was imported before
-# TRITON_INTERPRET was set (standard's functions would be compiled-mode objects).
+# The kernels use only Triton builtins: reductions are ``tl.reduce`` with local combine
+# functions, not ``tl.sum``/``tl.max``, and no ``tl.cdiv``/``tl.zeros`` (all ``@jit``
+# functions of triton.language.standard). The same code when compiled, and the interpreter
+# then works even when triton was imported before TRITON_INTERPRET was set (standard's
+# functions would be compiled-mode objects; tests/test_kernels_contract.py checks this).
 @triton.jit
 def _add(a, b):
     return a + b

@@ -185,7 +185,7 @@ def _fused_split_kernel(
             if PHASE == 1:
                 tl.store(part + PSTRIDE - 1, x_t)
     cols = lo + tl.arange(0, BLOCK_V)
-    u = tl.zeros((BLOCK_V,), tl.float32)
+    u = tl.full((BLOCK_V,), 0.0, tl.float32)
     if HOLD:  # the chunk stays in registers from here until its gradient is written
         u = tl.load(x_row + cols.to(tl.int64) * sxv, mask=cols < V, other=-float("inf"))
         u = u.to(tl.float32) * inv_temp
@@ -225,8 +225,8 @@ def _fused_split_kernel(
                 # raises on ERR != 0 instead of returning these values.
                 tl.atomic_add(ERR, 1)
                 pm = tl.full((NPROG_P2,), -float("inf"), tl.float32)
-                ps = tl.zeros((NPROG_P2,), tl.float32)
-                pt = tl.zeros((NPROG_P2,), tl.float32)
+                ps = tl.full((NPROG_P2,), 0.0, tl.float32)
+                pt = tl.full((NPROG_P2,), 0.0, tl.float32)
                 for k in range(0, NPROG):
                     m_k, s_k, t_k = _partial(x_row, sxv, k, CHUNK, V, inv_temp, WITH_ENT, HOLD,
                                              BLOCK_V)  # fmt: skip
