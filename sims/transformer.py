@@ -540,7 +540,13 @@ def _train(
     E = keys_np.size
 
     def per_member(v, name):
-        arr = np.broadcast_to(np.asarray(v, dtype=np.float64), (E,)).copy()
+        arr = np.asarray(v, dtype=np.float64)
+        if arr.size not in (1, E):
+            raise ValueError(
+                f"{name} must be a scalar or have one entry per member ({E}), got shape "
+                f"{arr.shape}"
+            )
+        arr = np.broadcast_to(arr.reshape(-1), (E,)).copy()
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} must be finite, got {v!r}")
         return arr

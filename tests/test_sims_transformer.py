@@ -103,6 +103,8 @@ def test_step_schedule_and_train_errors():
         train(TASK, SPEC, [1], 1e-3, 0.5, 0.1, steps=1, mode="x")
     with pytest.raises(ValueError, match="optimizer"):
         train(TASK, SPEC, [1], 1e-3, 0.5, 0.1, steps=1, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="one entry per member"):
+        train(TASK, SPEC, [1, 2, 3], [1e-3, 1e-4], 0.5, 0.1, steps=1)
     with pytest.raises(ValueError, match="unknown estimator"):
         train(TASK, SPEC, [1], 1e-3, 0.5, 0.1, steps=1, estimator="nope")
 
