@@ -142,7 +142,8 @@ class KArmBandit:
 class LatentCategorical:
     """Categorical latent model: z ~ softmax(θ_prior) over K rationales, w(z) = σ(φ_z) ∈ (0, 1).
 
-    P = Σ_z π_z w_z (the paper's likelihood mode, Section 2: w never 0; docs/conventions.md).
+    P = Σ_z π_z w_z (the paper's likelihood mode, Section 2: w never 0; docs/conventions.md,
+    "Log-weights and the two modes").
     Parameters are ``[θ_prior (K), φ (K)]``; with ``train_answer=False`` the answer table w is
     fixed and only the prior trains.  ∂P/∂θ_z = π_z (w_z - P), ∂P/∂φ_z = π_z w_z (1 - w_z).
 
