@@ -30,8 +30,9 @@ weights and tokens.
 sequences, and calls :func:`tsallis.tsallis_logits_loss` on the shifted logits (the same entry a
 user's trainer takes, ``kernels`` torch path on CPU) with any estimator of
 :data:`tsallis.ESTIMATORS`; the loss is the mean over the G prompts.  SGD or Adam (bias-corrected,
-configurable ε) per member, per-member learning rate and q, and q may follow a step schedule
-(:func:`step_schedule`, the SFT→RLVR switch q = 1 then q = 0).
+configurable ε) per member, per-member learning rate and q, and q may follow the SFT→RLVR step
+schedule :class:`tsallis.schedules.Step` (q = 1 before a switch step, then the member's q),
+evaluated for all members at once by :func:`q_at_step`.
 
 **Measuring P.** At every step, before the update, P̂ = mean over the step's G·M sampled
 (x, z) of p(y* | x, z), computed in log space (logsumexp of the teacher-forced answer
@@ -43,8 +44,9 @@ lower-variance estimate (every prompt, many rationales) used for p0.
 **Randomness.** Every random number (initial weights, prompts, token draws) comes from
 :func:`sims.rng.counter_uniform` keyed by the member's key and the step: a run is a pure function
 of (settings, seed) and does not depend on which other runs share its batch.  The one exception
-is PAFT's resampling, drawn by :func:`tsallis.estimators.paft` from a ``torch.Generator`` seeded
-by the whole batch (it is a pure function of the batch's settings).
+is PAFT's resampling, drawn by :func:`tsallis.estimators.paft` from one ``torch.Generator``
+seeded by ``paft_seed``: a pure function of the whole batch, so experiments run each PAFT setting
+as a batch of its own, seeded by that setting's hash (``sims.experiments.lm_cold_start``).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ __all__ = [
     "answer_logprob",
     "sequence_loss",
     "estimate_p",
-    "step_schedule",
+    "q_at_step",
     "TrainResult",
     "train",
 ]
@@ -409,15 +411,6 @@ def estimate_p(
 # ----------------------------------------------------------------------------- training
 
 
-def step_schedule(step, switch: int, q_before: float = 1.0, q_after: float = 0.0):
-    """The SFT→RLVR step schedule: q = ``q_before`` for steps < ``switch``, then ``q_after``.
-
-    >>> [step_schedule(s, 2) for s in range(4)]
-    [1.0, 1.0, 0.0, 0.0]
-    """
-    return float(q_before) if step < switch else float(q_after)
-
-
 @dataclass
 class TrainResult:
     """Per member: ``steps`` (first step with P̂ ≥ δ, or the budget), ``censored``, the
@@ -476,7 +469,13 @@ def _park(params: dict, bad: torch.Tensor) -> None:
             v[bad] = 0.0
 
 
-def _q_at(q, step: int, switch) -> np.ndarray:
+def q_at_step(q, step: int, switch) -> np.ndarray:
+    """Each member's q at ``step``: ``tsallis.schedules.Step(at_step=switch, q_before=1,
+    q_after=q)`` evaluated for all members at once (``switch=None``: constant q).
+
+    >>> q_at_step([0.0, 0.5], 1, [2, 1]).tolist()
+    [1.0, 0.5]
+    """
     qs = np.asarray(q, dtype=np.float64)
     if switch is None:
         return qs
@@ -603,7 +602,7 @@ def _train(
             active &= escaped_at < 0
         if step == steps or not active.any():
             break
-        q_now = _q_at(q, step, sw)
+        q_now = q_at_step(q, step, sw)
         loss, info = sequence_loss(
             logits, batch, task, torch.as_tensor(np.repeat(q_now, G)), M,
             estimator=estimator, verifier=verifier, **est_opts,

@@ -17,9 +17,9 @@ from sims.transformer import (
     estimate_p,
     forward,
     init_params,
+    q_at_step,
     sample_sequences,
     sequence_loss,
-    step_schedule,
     train,
 )
 
@@ -98,7 +98,12 @@ def test_bias_for_p0_errors():
 
 
 def test_step_schedule_and_train_errors():
-    assert [step_schedule(s, 3, 1.0, 0.25) for s in range(5)] == [1, 1, 1, 0.25, 0.25]
+    from tsallis.schedules import Step
+
+    for s in range(5):  # the vectorised schedule is tsallis.schedules.Step, member by member
+        expect = [Step(at_step=3, q_before=1.0, q_after=q)(s) for q in (0.0, 0.25)]
+        assert q_at_step([0.0, 0.25], s, 3).tolist() == expect
+    assert q_at_step([0.0, 0.25], 0, None).tolist() == [0.0, 0.25]
     with pytest.raises(ValueError, match="mode"):
         train(TASK, SPEC, [1], 1e-3, 0.5, 0.1, steps=1, mode="x")
     with pytest.raises(ValueError, match="optimizer"):
