@@ -183,7 +183,8 @@ def test_stalled_groups_give_zero_advantages_without_nan():
     uids = ["a", "b", "a", "b", "a", "b"]
     rewards = [0.0, 1.0, 0.0, 0.0, 0.0, 1.0]  # group a: all zero
     for name in NAMES:
-        got = _run(_batch(rewards, uids), name, _algo(q=0.5, seed=7))
+        seeded = dict(seed=7) if name == "tsallis_paft" else {}
+        got = _run(_batch(rewards, uids), name, _algo(q=0.5, **seeded))
         assert (got[[0, 2, 4]] == 0).all()
         assert (got[[1, 3, 5]] != 0).any()
     fn = core_algos.get_adv_estimator_fn("tsallis_garl_rloo")
@@ -446,13 +447,26 @@ def test_likelihood_advantages_give_the_surrogate_gradient():
         (OmegaConf.create({"tsallis": {"q": 0.5, "Q": 1}}), ValueError, "unknown key"),
         (OmegaConf.create({"tsallis": {"q": 0.5, "paper_normalization": "yes"}}), TypeError,
          "paper_normalization"),
-        (OmegaConf.create({"tsallis": {"q": 0.5, "seed": -1}}), ValueError, "seed"),
+        (OmegaConf.create({"tsallis": {"q": 0.5, "seed": 1}}), ValueError, "PAFT"),
+        (OmegaConf.create({"tsallis": {"q": 0.5, "num_draws": 3}}), ValueError, "num_draws"),
     ],
 )
 def test_missing_or_bad_q_is_an_error(config, err, match):
     data = _batch(REWARDS_12, UIDS_CONTIGUOUS)
     with pytest.raises(err, match=match):
         compute_advantage(data, adv_estimator="tsallis_garl_rloo", config=config)
+
+
+@pytest.mark.parametrize("key", ["seed", "num_draws"])
+def test_paft_settings_are_rejected_for_deterministic_estimators(key):
+    data = _batch(REWARDS_12, UIDS_CONTIGUOUS)
+    for name in ("tsallis_garl", "tsallis_garl_rloo"):
+        with pytest.raises(ValueError, match=rf"{key}.*tsallis_paft"):
+            compute_advantage(data, adv_estimator=name, config=_algo(q=0.5, **{key: 3}))
+    got = _run(_batch(REWARDS_12, UIDS_CONTIGUOUS), "tsallis_paft", _algo(q=0.5, **{key: 3}))
+    assert torch.isfinite(got).all()
+    with pytest.raises(ValueError, match="seed"):
+        compute_advantage(data, adv_estimator="tsallis_paft", config=_algo(q=0.5, seed=-1))
 
 
 def test_typed_algo_config_cannot_carry_q():

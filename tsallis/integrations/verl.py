@@ -27,8 +27,9 @@ Keys of ``algorithm.tsallis``: ``q`` (required, a real number in [0, 1]; a missi
 out-of-range q is an error at the first advantage computation, there is no default),
 ``paper_normalization`` (bool, default false: multiply the coefficients by M^(-q), the paper's
 q-dependent learning-rate rescale), ``seed`` (int >= 0, default 0) and ``num_draws`` (int, PAFT's
-K, default M); ``seed`` and ``num_draws`` are used by ``tsallis_paft`` only. Any other key is an
-error (a typo must not pass silently). The ``+`` is Hydra's syntax for a key that verl's own
+K, default M); ``seed`` and ``num_draws`` are accepted by ``tsallis_paft`` only (for
+``tsallis_garl`` and ``tsallis_garl_rloo`` they are an error). Any other key is an error (a typo
+must not pass silently). The ``+`` is Hydra's syntax for a key that verl's own
 config schema does not declare. A typed ``AlgoConfig`` cannot carry the block (it rejects unknown
 fields); verl's trainers pass the raw ``DictConfig``, which can.
 
@@ -68,6 +69,12 @@ q = 0 equals REINFORCE. With ``loss_agg_mode="seq-mean-token-sum"`` verl's on-po
 is L = -(1/B)·Σ_b A_b·Σ_t log π(y_bt), whose gradient with B = G·M rows in G groups of M is
 exactly that of the package's surrogate -(1/G)·Σ_b coef_z[b]·log π(y_b | x_b)
 (:func:`tsallis.sequence_loss` with ``num_groups=G``).
+
+That holds on-policy: one optimiser step per rollout batch, i.e.
+``actor_rollout_ref.actor.ppo_mini_batch_size`` equal to ``data.train_batch_size`` and
+``actor_rollout_ref.actor.ppo_epochs=1``. With smaller mini-batches or more epochs, every update
+after the first uses responses sampled from an older policy: the advantages are those of the old
+policy and PPO's ratio clipping applies, as for any verl estimator.
 
 Which ``loss_agg_mode``
 -----------------------
@@ -513,6 +520,14 @@ def _settings(config, name: str) -> tuple[float, dict, int]:
     if not isinstance(pn, bool):
         raise TypeError(f"algorithm.{CONFIG_KEY}.paper_normalization must be a bool, got {pn!r}")
     options["paper_normalization"] = pn
+    if NAMED_ESTIMATORS[name] not in _est.RANDOMIZED:
+        extra = sorted(str(k) for k in ("seed", "num_draws") if k in section.keys())
+        if extra:
+            raise ValueError(
+                f"algorithm.{CONFIG_KEY}.{extra[0]} is a setting of PAFT's resampling "
+                f"(adv_estimator=tsallis_paft); {name} is deterministic and takes only q and "
+                f"paper_normalization, got {extra}"
+            )
     seed = _check_seed(section.get("seed", 0))
     num_draws = section.get("num_draws", None)
     if NAMED_ESTIMATORS[name] in _est.RANDOMIZED and num_draws is not None:
