@@ -30,7 +30,8 @@ def choose_variant(V: int, table=None) -> str:
     """The fused variant for vocabulary size ``V`` according to ``table`` (default ``TABLE``).
 
     Example:
-        >>> choose_variant(32000), choose_variant(151936)
+        >>> table = ((65536, "row"), (None, "split"))
+        >>> choose_variant(32000, table), choose_variant(151936, table)
         ('row', 'split')
     """
     for max_v, name in TABLE if table is None else table:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -19,7 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def compile_kernels_for_sm90() -> list[str]:
-    """Compile every kernel variant for sm_90 (frontend, LLVM, ptxas); one "OK ..." line each.
+    """Compile every kernel variant for sm_90 (frontend, LLVM, ptxas); one "OK ..." line each,
+    plus one "FMA <kernel> <flags> <count> <options>" line per fused-split compilation giving the
+    number of ``fma.rn.f32`` in its PTX (see :func:`test_kernels_compile_for_sm90`).
 
     Must run in a process where TRITON_INTERPRET is unset.
     """
@@ -37,7 +40,7 @@ def compile_kernels_for_sm90() -> list[str]:
     out_t = {"DX": "*bf16", "sdb": "i64", "sdt": "i64"}
     lines = []
 
-    def comp(fn, types, cons, warps):
+    def comp(fn, types, cons, warps, options=None):
         cons = dict(cons)
         for stride in ("sxv", "sdv"):  # unit strides are specialised at launch, as here
             if stride in fn.arg_names:
@@ -48,9 +51,13 @@ def compile_kernels_for_sm90() -> list[str]:
         src = ASTSource(
             fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in cons.items()}
         )
-        k = triton.compile(src, target=target, options={"num_warps": warps})
+        k = triton.compile(src, target=target, options={"num_warps": warps, **(options or {})})
         assert k.asm.get("cubin"), "no cubin produced"
-        lines.append(f"OK {fn.__name__} {cons}")
+        if not (options or {}).get("enable_fp_fusion"):  # not the control compilation
+            lines.append(f"OK {fn.__name__} {cons}")
+        if fn is fused_split._fused_split_kernel:
+            n_fma = k.asm["ptx"].count("fma.rn.f32")
+            lines.append(f"FMA {fn.__name__} {cons} {n_fma} {options}")
 
     for we, sel in ((False, forward.SELECT_ACTIVE), (True, forward.SELECT_ANSWER)):
         comp(forward._fwd_kernel, common, {"SELECT": sel, "WITH_ENT": we, "BLOCK_V": 4096}, 4)
@@ -75,9 +82,11 @@ def compile_kernels_for_sm90() -> list[str]:
         (1, False, False, False, True, 8192, 8, 8),  # multi two launches (interpreter in place)
         (2, False, False, False, True, 8192, 8, 8),
     ):
-        comp(fused_split._fused_split_kernel, split_t,
-             {"PHASE": ph, "HOLD": hold, "INPLACE": inpl, "HAS_LSE_IN": lse_in, "WITH_ENT": we,
-              "BLOCK_V": bv, "NPROG_P2": p2}, w)  # fmt: skip
+        cons = {"PHASE": ph, "HOLD": hold, "INPLACE": inpl, "HAS_LSE_IN": lse_in,
+                "WITH_ENT": we, "BLOCK_V": bv, "NPROG_P2": p2}  # fmt: skip
+        comp(fused_split._fused_split_kernel, split_t, cons, w, fused_split.LAUNCH_OPTIONS)
+        if ph == 1 and hold:  # the control: the same kernel with LLVM's default contraction
+            comp(fused_split._fused_split_kernel, split_t, cons, w, {"enable_fp_fusion": True})
     comp(segsum._segsum_kernel, {"SPAN": "*i8", "CU": "*i64"}, {"BLOCK_T": segsum.SUM_BLOCK_T}, 4)
     return lines
 
@@ -97,3 +106,17 @@ def test_kernels_compile_for_sm90():
         pytest.skip("no NVIDIA backend / ptxas in this Triton install: " + out[-300:])
     assert proc.returncode == 0, out[-5000:]
     assert out.count("OK ") == 17, out[-2000:]
+    # every path of the split kernels (cooperative main path, timeout recomputation, PHASE 1
+    # publish, PHASE 2 finish) must round the partials alike: compiled with the launcher's
+    # options the PTX holds no contracted multiply-add at all, so u * inv_temp - m is always a
+    # separately rounded mul.f32 then sub.f32. The control line shows the check can fail: with
+    # LLVM's default contraction the publish path fuses into fma.rn.f32 while split's main path
+    # (the chunk scaled before the branch) cannot, which gave split and split_2pass different
+    # bits at temperature != 1.
+    fma = re.findall(r"^FMA _fused_split_kernel \{.*\} (\d+) \{'enable_fp_fusion': (\w+)\}$",
+                     out, flags=re.M)  # fmt: skip
+    launched = [int(n) for n, fusion in fma if fusion == "False"]
+    control = [int(n) for n, fusion in fma if fusion == "True"]
+    assert len(launched) == 8 and len(control) == 1, out[-2000:]
+    assert launched == [0] * 8, fma
+    assert control[0] > 0, fma

@@ -148,6 +148,21 @@ def _fused(V, variant, ms, status="ok", inplace=False, mode="verifier"):
             "status": status, "timing": {"ms": ms}}  # fmt: skip
 
 
+def _load_dispatch(path):
+    spec = importlib.util.spec_from_file_location("dispatch_copy", path)
+    mod = importlib.util.module_from_spec(spec)
+    exec(compile(path.read_text(), str(path), "exec"), mod.__dict__)
+    return mod
+
+
+def _complete(times):
+    """A verifier-mode out-of-place row for every fused variant at every V of ``times``
+    ({V: {variant: ms}}; variants not named get 10 ms)."""
+    from kernels.dispatch import FUSED_VARIANTS
+
+    return [_fused(V, v, by.get(v, 10.0)) for V, by in times.items() for v in FUSED_VARIANTS]
+
+
 def test_dispatch_from_measurements(tmp_path):
     rows = [
         _fused(32000, "row", 1.0),
@@ -159,7 +174,7 @@ def test_dispatch_from_measurements(tmp_path):
         _fused(151936, None, 3.0),  # the default row itself
     ]
     best = bench_run.best_variants(_result(rows))
-    assert best == {32000: ("row", 1.0), 151936: ("split", 4.0)}
+    assert best == {32000: ("row", 1.0, None), 151936: ("split", 4.0, ("row", 1.25))}
     table = bench_run.dispatch_table(best)
     assert table == ((69727, "row"), (None, "split"))  # floor(sqrt(32000 * 151936))
     assert bench_run.dispatch_table({32000: ("multi", 1), 151936: ("multi", 2)}) == (
@@ -167,20 +182,60 @@ def test_dispatch_from_measurements(tmp_path):
     )
     with pytest.raises(ValueError, match="nothing to dispatch"):
         bench_run.dispatch_table({})
-    # rewriting a copy of kernels/dispatch.py keeps the rest of the file and stays importable
+    # noise margin: the current choice stays unless beaten by more than the margin
+    near = _result([_fused(32000, "row", 1.02), _fused(32000, "multi", 1.0)])
+    assert bench_run.best_variants(near, prefer=lambda V: "row", margin=0.03)[32000][0] == "row"
+    assert bench_run.best_variants(near, prefer=lambda V: "row", margin=0.01)[32000][0] == "multi"
+
+
+def test_write_dispatch_refuses_incomplete_runs(tmp_path, capsys):
     src = os.path.join(ROOT, "kernels", "dispatch.py")
     dst = tmp_path / "dispatch.py"
     dst.write_text(open(src).read())
+    before = dst.read_text()
     res = tmp_path / "r.json"
-    res.write_text(json.dumps(_result(rows)))
+    times = {32000: {"row": 1.0, "multi": 1.5}, 151936: {"split": 4.0, "row": 5.0}}
+    cut = _complete(times)
+    cut[-1] = dict(cut[-1], status="skipped")  # the deadline cut the last variant at 151936
+    del cut[-1]["timing"]
+    res.write_text(json.dumps(_result(cut)))
+    assert bench_run.dispatch_problems(_result(cut)) == ["V=151936 split_2pass: skipped"]
+    with pytest.raises(bench_run.DispatchNotReady, match="split_2pass: skipped.*--force"):
+        bench_run.write_dispatch(str(res), str(dst))
+    argv = ["--write-dispatch", str(res), "--dispatch-file", str(dst)]
+    assert bench_run.main(argv) == 2 and dst.read_text() == before
+    assert "refused" in capsys.readouterr().err
+    # a variant absent from the run (--only) is refused too
+    partial = [r for r in _complete(times) if r["variant"] != "row_rev"]
+    assert len(bench_run.dispatch_problems(_result(partial))) == 2
+    # --force writes and says so
+    assert bench_run.main([*argv, "--force"]) == 0
+    forced = _load_dispatch(dst)
+    assert forced.MEASURED is True and "FORCED" in forced.PROVENANCE
+    assert "with --force" in forced.__doc__
+    # a complete run: table, runner-up ratios, status paragraph rewritten, file still importable
+    dst.write_text(before)
+    res.write_text(json.dumps(_result(_complete(times))))
     bench_run.write_dispatch(str(res), str(dst))
-    spec = importlib.util.spec_from_file_location("dispatch_copy", dst)
-    mod = importlib.util.module_from_spec(spec)
-    text = dst.read_text().replace("from __future__ import annotations\n", "", 1)
-    exec(compile("from __future__ import annotations\n" + text, str(dst), "exec"), mod.__dict__)
-    assert mod.TABLE == table and mod.MEASURED is True and "r.json" in mod.PROVENANCE
+    mod = _load_dispatch(dst)
+    assert mod.TABLE == ((69727, "row"), (None, "split")) and mod.MEASURED is True
+    assert "r.json" in mod.PROVENANCE and "runner-up multi x1.500" in mod.PROVENANCE
+    assert "runner-up row x1.250" in mod.PROVENANCE and "FORCED" not in mod.PROVENANCE
+    assert "UNMEASURED" not in mod.__doc__ and "Status: MEASURED on NVIDIA H200" in mod.__doc__
     assert mod.choose_variant(32000) == "row" and mod.choose_variant(151936) == "split"
-    res.write_text(json.dumps(_result(rows, smoke=True)))
+    tail = before[before.index("def choose_variant"):]
+    assert dst.read_text().endswith(tail)  # the rest kept byte for byte
+    assert "FUSED_VARIANTS = " in dst.read_text()
+    assert max(map(len, dst.read_text().splitlines())) <= 100  # ruff's line length
+    # rewriting again (status paragraph now MEASURED) works; within the noise margin the
+    # table's current choice (split at 151936) is kept over a 2 % faster row
+    times[151936] = {"split": 4.0, "row": 3.92}
+    res.write_text(json.dumps(_result(_complete(times))))
+    bench_run.write_dispatch(str(res), str(dst))
+    again = _load_dispatch(dst)
+    assert again.choose_variant(151936) == "split"
+    assert again.__doc__.count("Status:") == 1 and "within noise" in again.PROVENANCE
+    res.write_text(json.dumps(_result(_complete(times), smoke=True)))
     with pytest.raises(ValueError, match="smoke"):
         bench_run.write_dispatch(str(res), str(dst))
 

@@ -1195,17 +1195,75 @@ def _clean(o):
 
 
 # ------------------------------------------------------------------------------- dispatch
-def best_variants(results: dict) -> dict:
-    """``{V: (variant, ms)}``: per vocabulary, the fastest fused variant (verifier mode, out of
-    place, public API) among those whose every check passed, from a result JSON's cases."""
-    best: dict = {}
+#: a measured variant replaces the dispatch table's current choice at a vocabulary only when it
+#: is faster by more than this fraction (run-to-run noise of a timed case is a few per cent)
+NOISE_MARGIN = 0.03
+
+
+class DispatchNotReady(ValueError):
+    """The result file cannot set the dispatch table (``--force`` overrides)."""
+
+
+def _dispatch_rows(results: dict):
+    """The rows that compete for the dispatch table: fused cases with a named variant, verifier
+    mode, out of place, public API (whatever their status)."""
     for r in results.get("cases", []):
-        if (r.get("kind") != "fused" or r.get("variant") is None or r.get("inplace")
-                or r.get("mode") != "verifier" or r.get("status") != "ok" or "timing" not in r):
-            continue  # fmt: skip
+        if (r.get("kind") == "fused" and r.get("variant") is not None and not r.get("inplace")
+                and r.get("mode") == "verifier" and r.get("V") is not None):
+            yield r  # fmt: skip
+
+
+def _timed_ok(r) -> bool:
+    return r.get("status") == "ok" and "timing" in r and r["timing"].get("ms") is not None
+
+
+def dispatch_problems(results: dict, variants=None) -> list:
+    """Why ``results`` cannot set the dispatch table: one line per vocabulary and variant of
+    ``variants`` (default every ``kernels.dispatch.FUSED_VARIANTS``) without a passing, timed
+    case (skipped by the deadline, failed, errored, absent). Empty when the run is complete."""
+    if variants is None:
+        from kernels.dispatch import FUSED_VARIANTS as variants
+    rows = list(_dispatch_rows(results))
+    Vs = sorted({int(r["V"]) for r in rows})
+    if not Vs:
+        return ["no fused verifier-mode out-of-place case in the result file"]
+    problems = []
+    for V in Vs:
+        for v in variants:
+            mine = [r for r in rows if int(r["V"]) == V and r["variant"] == v]
+            if not any(_timed_ok(r) for r in mine):
+                why = ", ".join(sorted({str(r.get("status")) for r in mine})) or "absent"
+                problems.append(f"V={V} {v}: {why}")
+    return problems
+
+
+def best_variants(results: dict, prefer=None, margin: float = 0.0) -> dict:
+    """``{V: (variant, ms, runner_up)}``: per vocabulary, the fastest fused variant (verifier
+    mode, out of place, public API) among those whose every check passed and that were timed,
+    from a result JSON's cases; ``runner_up`` is ``(variant, ms / best ms)`` of the second
+    fastest, or None.
+
+    ``prefer(V)``: the variant currently chosen at V (the table being replaced). It is kept
+    unless the fastest is faster by more than ``margin`` (its time ``> best * (1 + margin)``),
+    so that run-to-run noise does not flip the table.
+    """
+    timed: dict = {}
+    for r in _dispatch_rows(results):
+        if not _timed_ok(r):
+            continue
         V, ms = int(r["V"]), float(r["timing"]["ms"])
-        if V not in best or ms < best[V][1]:
-            best[V] = (r["variant"], ms)
+        cur = timed.setdefault(V, {})
+        cur[r["variant"]] = min(ms, cur.get(r["variant"], math.inf))
+    best: dict = {}
+    for V, by in timed.items():
+        order = sorted(by.items(), key=lambda kv: (kv[1], kv[0]))
+        win, ms = order[0]
+        if prefer is not None:
+            p = prefer(V)
+            if p in by and p != win and by[p] <= ms * (1 + margin):
+                win, ms = p, by[p]
+        rest = [(v, t) for v, t in order if v != win]
+        best[V] = (win, ms, (rest[0][0], rest[0][1] / ms) if rest else None)
     return best
 
 
@@ -1230,20 +1288,88 @@ def dispatch_table(best: dict) -> tuple:
     return tuple(merged)
 
 
-def write_dispatch(result_path: str, dispatch_path: str) -> str:
-    """Rewrite ``TABLE``, ``MEASURED`` and ``PROVENANCE`` in ``dispatch_path`` from the measured
-    result file ``result_path`` (only checked, timed, out-of-place variants count). Returns the
-    new TABLE literal. The rest of the file is kept byte for byte."""
+def _provenance(result_path, meta, best, forced) -> str:
+    """``PROVENANCE``: the result file, GPU, commit, date, and per V the winner, its time and
+    the runner-up's time ratio (how clear the choice was)."""
+    per_v = []
+    for V, (v, ms, ru) in sorted(best.items()):
+        s = f"{V}: {v} {ms:.3f} ms"
+        if ru is not None:
+            noise = ", within noise" if ru[1] <= 1 + NOISE_MARGIN else ""
+            s += f" (runner-up {ru[0]} x{ru[1]:.3f}{noise})"
+        per_v.append(s)
+    prov = (f"measured: {os.path.basename(result_path)} ({meta.get('gpu')}, commit "
+            f"{meta.get('commit')}, {meta.get('date_utc')}); best per V (kept the previous "
+            f"choice unless beaten by > {NOISE_MARGIN:.0%}): " + ", ".join(per_v))
+    if forced:
+        prov += "; FORCED over incomplete results: " + "; ".join(forced)
+    return prov
+
+
+def _chunks(text: str, width: int) -> list:
+    """``text`` cut after spaces into pieces of at most ``width`` characters (a longer word is
+    its own piece); joined they give ``text`` back."""
+    out, cur = [], ""
+    for w in text.split(" "):
+        piece = w if not out and not cur else " " + w
+        if cur and len(cur) + len(piece) > width:
+            out.append(cur)
+            cur = piece
+        else:
+            cur += piece
+    return [*out, cur]
+
+
+def _status_text(result_path, meta, forced) -> str:
+    """The docstring paragraph that replaces ``Status: UNMEASURED ...`` (wrapped at 96)."""
+    words = (f"Status: MEASURED on {meta.get('gpu')} ({meta.get('date_utc')}, commit "
+             f"{meta.get('commit')}) by ``benchmarks/gpu_bench.py --write-dispatch "
+             f"{os.path.basename(result_path)}``"
+             + (" with --force over incomplete results" if forced else "")
+             + ": the table below is that run's fastest checked variant per vocabulary; "
+             "``PROVENANCE`` gives the times and runner-up ratios.").split()
+    lines, cur = [], ""
+    for w in words:
+        if cur and len(cur) + 1 + len(w) > 96:
+            lines.append(cur)
+            cur = w
+        else:
+            cur = f"{cur} {w}" if cur else w
+    return "\n".join([*lines, cur]) + "\n"
+
+
+def write_dispatch(result_path: str, dispatch_path: str, force: bool = False) -> str:
+    """Rewrite ``TABLE``, ``MEASURED``, ``PROVENANCE`` and the docstring's ``Status:`` paragraph
+    in ``dispatch_path`` from the measured result file ``result_path`` (only checked, timed,
+    out-of-place verifier-mode variants count). Returns the new TABLE literal. The rest of the
+    file is kept byte for byte.
+
+    Raises :class:`DispatchNotReady` unless every fused variant passed its checks and was timed
+    at every measured vocabulary (a deadline-cut or partial run would crown the best of whatever
+    ran); ``force`` writes anyway and says so in ``PROVENANCE`` and the status text. A variant
+    replaces the file's current choice at V only when faster by more than ``NOISE_MARGIN``.
+    """
     with open(result_path) as f:
         results = json.load(f)
     if results.get("meta", {}).get("smoke"):
         raise ValueError(f"{result_path} is a --smoke run (CPU interpreter): not a measurement")
-    best = best_variants(results)
+    problems = dispatch_problems(results)
+    if problems and not force:
+        raise DispatchNotReady(
+            f"{result_path} does not measure every fused variant at every vocabulary "
+            f"({len(problems)} missing: " + "; ".join(problems) + "); rerun the full bench "
+            "(or pass --force to write the table from what ran)"
+        )
+    with open(dispatch_path) as f:
+        src = f.read()
+    current = _table_in(src, dispatch_path)
+    from kernels.dispatch import choose_variant
+
+    best = best_variants(results, prefer=lambda V: choose_variant(V, current),
+                         margin=NOISE_MARGIN)  # fmt: skip
     table = dispatch_table(best)
     meta = results.get("meta", {})
-    prov = (f"measured: {os.path.basename(result_path)} ({meta.get('gpu')}, commit "
-            f"{meta.get('commit')}, {meta.get('date_utc')}); best per V: "
-            + ", ".join(f"{V}: {v} {ms:.3f} ms" for V, (v, ms) in sorted(best.items())))
+    prov = _provenance(result_path, meta, best, problems if force else [])
     with open(dispatch_path) as f:
         src = f.read()
     tree = ast.parse(src)
@@ -1251,7 +1377,8 @@ def write_dispatch(result_path: str, dispatch_path: str) -> str:
     repl = {
         "TABLE": f"TABLE: tuple[tuple[int | None, str], ...] = {table!r}\n",
         "MEASURED": "MEASURED = True\n",
-        "PROVENANCE": f"PROVENANCE = {prov!r}\n",
+        "PROVENANCE": "PROVENANCE = (\n" + "".join(f"    {c!r}\n" for c in _chunks(prov, 88))
+        + ")\n",
     }
     spans = []
     for node in tree.body:
@@ -1265,11 +1392,36 @@ def write_dispatch(result_path: str, dispatch_path: str) -> str:
     missing = set(repl) - {s[2] for s in spans}
     if missing:
         raise ValueError(f"{dispatch_path} has no top-level assignment of {sorted(missing)}")
+    doc = tree.body[0] if tree.body and isinstance(tree.body[0], ast.Expr) else None
+    status = None
+    if doc is not None and isinstance(getattr(doc, "value", None), ast.Constant):
+        for i in range(doc.lineno - 1, doc.end_lineno):
+            if lines[i].lstrip().startswith("Status:"):
+                # the paragraph runs to the next blank line or the docstring's last line
+                end = i + 1
+                while end < doc.end_lineno - 1 and lines[end].strip():
+                    end += 1
+                status = (i, end)
+                break
+    if status is None:
+        raise ValueError(f"{dispatch_path}: no 'Status:' paragraph in the module docstring")
+    spans.append((*status, "STATUS"))
+    repl["STATUS"] = _status_text(result_path, meta, problems if force else [])
     for a, b, name in sorted(spans, reverse=True):
         lines[a:b] = [repl[name]]
     with open(dispatch_path, "w") as f:
         f.write("".join(lines))
     return repr(table)
+
+
+def _table_in(src: str, path: str):
+    """The ``TABLE`` literal assigned at the top level of a dispatch module's source."""
+    for node in ast.parse(src).body:
+        tgt = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        if isinstance(tgt, ast.Name) and tgt.id == "TABLE" and node.value is not None:
+            return ast.literal_eval(node.value)
+    raise ValueError(f"{path} has no top-level TABLE")
 
 
 # ------------------------------------------------------------------------------- main
@@ -1332,13 +1484,19 @@ def parse_args(argv=None):
     ap.add_argument("--write-dispatch", metavar="RESULT_JSON", default=None,
                     help="rewrite kernels/dispatch.py's TABLE from a GPU result file, exit")
     ap.add_argument("--dispatch-file", default=os.path.join(ROOT, "kernels", "dispatch.py"))
+    ap.add_argument("--force", action="store_true",
+                    help="--write-dispatch even if some variant was not measured at every V")
     return ap.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.write_dispatch:
-        table = write_dispatch(args.write_dispatch, args.dispatch_file)
+        try:
+            table = write_dispatch(args.write_dispatch, args.dispatch_file, force=args.force)
+        except DispatchNotReady as e:
+            print(f"gpu_bench.py --write-dispatch: refused: {e}", file=sys.stderr)
+            return 2
         print(f"wrote TABLE = {table} into {args.dispatch_file}")
         return 0
     if not args.list and not args.out:
@@ -1449,5 +1607,5 @@ def print_summary(results, goals):
         print(f"\n{len(results['errors'])} errors (see the JSON)")
 
 
-__all__ = ["KINDS", "GradStats", "best_variants", "dispatch_table", "main", "ulp",
-           "write_dispatch"]  # fmt: skip
+__all__ = ["KINDS", "NOISE_MARGIN", "DispatchNotReady", "GradStats", "best_variants",
+           "dispatch_problems", "dispatch_table", "main", "ulp", "write_dispatch"]  # fmt: skip

@@ -73,6 +73,14 @@ MULTI_DEFAULT = (8192, 8, 2)
 GPU_MAX_SPIN = 1 << 13
 #: bound of the in-place wait (seconds): in place a timeout is an error, not a fallback
 INPLACE_MAX_SPIN = 1 << 24
+#: compile options of every launch of ``_fused_split_kernel``. FMA contraction is off: LLVM
+#: fuses ``u * inv_temp - m`` into one ``fma.rn.f32`` only when the multiply and the subtract
+#: sit in one basic block, which holds in the timeout recomputation and the PHASE 1 publish but
+#: not in ``split``'s main path (the chunk is scaled before the branch), so with contraction the
+#: paths round differently at temperature != 1. Without it every path computes the partials
+#: with the same separately rounded ``mul.f32`` / ``sub.f32`` (the kernel is memory bound: the
+#: extra instruction per element costs nothing measurable).
+LAUNCH_OPTIONS = {"enable_fp_fusion": False}
 #: largest grid (CUDA's grid x limit; also keeps the int32 ticket exact)
 MAX_GRID = 2**31 - 1
 #: columns per program that ``programs_per_row`` aims at for ``multi`` (64 KiB of bf16)
@@ -348,7 +356,7 @@ def launch_fused_split(x3, ids, span, g_tok, lse_in, inv_temp, logp, ent, out3, 
         return N * (triton.cdiv(V, bv) if hold else P)
 
     def run(phase):
-        kw = dict(flags, PHASE=phase, INPLACE=bool(inplace) and phase == 0)
+        kw = dict(flags, **LAUNCH_OPTIONS, PHASE=phase, INPLACE=bool(inplace) and phase == 0)
         if fixed:
             default = SPLIT_DEFAULT if hold else MULTI_DEFAULT
             bv, warps, stages = (block_v, min(16, max(1, block_v // 512)), 1) \
