@@ -308,15 +308,55 @@ def test_segment_sum_kernel_long_sequence_and_varlen():
     assert z[2] == 0 and y[2] == 0
 
 
-def test_row_offsets_are_64_bit():
-    """A [B, T, V] view whose batch stride exceeds 2^31 elements: offsets must not wrap.
+def narrow_program_ids(source: str) -> list:
+    """Lines of Triton source where a program id or an atomic ticket (``tl.program_id(...)``,
+    ``tl.atomic_add(TICKET, ...)``) is used without an immediate ``.to(tl.int64)``: int32
+    values that would wrap in ``row * stride`` once N * V > 2^31."""
+    import ast
 
-    The storage is tiny (stride-0 along T, and B = 2 with a huge batch stride made from a
-    narrow as_strided view over a small buffer is impossible), so we check the kernel's offset
-    helper directly in the interpreter on int64 arithmetic.
-    """
+    bad = []
+    parents = {}
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        for child in ast.iter_child_nodes(node):
+            parents[child] = node
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        name = node.func.attr
+        is_ticket = name == "atomic_add" and node.args and ast.unparse(node.args[0]) == "TICKET"
+        if name != "program_id" and not is_ticket:
+            continue
+        up = parents.get(node)
+        call = parents.get(up)
+        widened = (isinstance(up, ast.Attribute) and up.attr == "to" and isinstance(call, ast.Call)
+                   and call.args and ast.unparse(call.args[0]) == "tl.int64")  # fmt: skip
+        if not widened:
+            bad.append(f"line {node.lineno}: {ast.unparse(parents.get(node, node))}")
+    return bad
+
+
+def test_row_offsets_are_64_bit():
+    """Every program id and ticket in kernels/triton/*.py is widened to int64 at once, so row
+    offsets (``row * stride``, ``row_offset``) never wrap at N * V > 2^31 (no such tensor fits
+    a CPU test: this is a scan of the source); the scan itself flags a narrow id. Then the
+    offset helper, fed int64 rows, gives exact offsets past 2^31 (interpreter)."""
+    import glob
+
     import triton
     import triton.language as tl
+
+    files = sorted(glob.glob(os.path.join(os.path.dirname(kt.__file__), "*.py")))
+    found = 0
+    for path in files:
+        src = open(path).read()
+        found += src.count("tl.program_id(") + src.count("tl.atomic_add(TICKET")
+        assert narrow_program_ids(src) == [], path
+    assert found >= 7  # forward, backward x2, fused_row, fused_split x2, segsum
+    bad = "row = tl.program_id(0)\nvid = tl.atomic_add(TICKET, 1).to(tl.int32)\n"
+    assert narrow_program_ids(bad) == ["line 1: row = tl.program_id(0)",
+                                       "line 2: tl.atomic_add(TICKET, 1).to"]  # fmt: skip
+    assert narrow_program_ids("row = tl.program_id(0).to(tl.int64)\n") == []
 
     @triton.jit
     def _probe(OUT, T, sb, st):
