@@ -38,12 +38,39 @@ def char_tokenizer():
     )
 
 
-def tiny_lm(seed: int = 0, *, hidden: int = 32, layers: int = 1):
-    """A randomly initialised Qwen2ForCausalLM (float32, eval-free defaults) over the char vocab."""
+def merged_tokenizer(merges=(" #", "#4")):
+    """The character tokenizer plus multi-character tokens ``merges`` (matched first), so that
+    a marker such as ``"#"`` tokenizes differently alone (``"#"``) and inside text (``" #"``,
+    ``"#4"``), as BPE / SentencePiece tokenizers do. Ids of CHARS are those of
+    :func:`char_tokenizer`; the merged tokens come after them."""
+    import re
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
+    for piece in (*CHARS, *merges):
+        vocab[piece] = len(vocab)
+    pattern = "|".join([*(re.escape(m) for m in merges), "."])
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        padding_side="left",
+    )
+
+
+def tiny_lm(seed: int = 0, *, hidden: int = 32, layers: int = 1, tokenizer=None):
+    """A randomly initialised Qwen2ForCausalLM (float32, eval-free defaults) over the char vocab
+    (or over ``tokenizer``'s vocabulary)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    tok = char_tokenizer()
+    tok = tokenizer if tokenizer is not None else char_tokenizer()
     config = Qwen2Config(
         vocab_size=len(tok),
         hidden_size=hidden,

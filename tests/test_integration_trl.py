@@ -37,8 +37,10 @@ def require_extra(module: str, extra: str):
 
 require_extra("trl", "trl")
 torch = require_extra("torch", "trl")
-from _tiny_lm import tiny_lm  # noqa: E402
+from _tiny_lm import char_tokenizer, merged_tokenizer, tiny_lm  # noqa: E402
 from datasets import Dataset  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from tsallis import ESTIMATORS, rewards_to_log_w  # noqa: E402
@@ -48,7 +50,7 @@ from tsallis.integrations.trl import (  # noqa: E402
     TsallisGRPOTrainer,
     split_rationale,
 )
-from tsallis.schedules import Step  # noqa: E402
+from tsallis.schedules import Callable, Step  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -201,11 +203,110 @@ def test_split_rationale_edge_cases():
         (dict(num_iterations=2), "num_iterations"),
         (dict(top_entropy_quantile=0.5), "top_entropy_quantile"),
         (dict(num_generations=1, per_device_train_batch_size=1), "at least 2 generations"),
+        (dict(q=lambda t: 0.5), "pickle"),
+        (dict(q="half"), "string"),
+        (dict(mask_truncated_completions=True), "mask_truncated_completions"),
+        (dict(mode="likelihood", mask_truncated_completions=True), "mask_truncated_completions"),
     ],
 )
 def test_config_rejects_bad_options(tmp_path, overrides, match):
     with pytest.raises((ValueError, TypeError), match=match):
         _config(tmp_path, **overrides)
+
+
+def _q_half(step):
+    """A module-level (hence picklable) q schedule."""
+    return 0.5
+
+
+def test_unpicklable_q_is_rejected_and_checkpoints_save(tmp_path):
+    def closure(step):
+        return 0.5
+
+    with pytest.raises(ValueError, match="pickle.*module-level function"):
+        _config(tmp_path, q=closure)
+    with pytest.raises(ValueError, match="pickle"):
+        _config(tmp_path, q=Callable(lambda t: 0.5))  # a schedule wrapping a lambda
+    assert _config(tmp_path, q="0.25").q == 0.25  # a numeric string (YAML, env) is coerced
+    for q in (Step(at_step=1), _q_half):
+        torch.save(_config(tmp_path, q=q), tmp_path / "args.bin")
+    # a real checkpoint save (Trainer._save does torch.save(self.args))
+    trainer, *_ = _train(tmp_path, mode="verifier", q=_q_half, save_strategy="steps",
+                         save_steps=1, per_device_train_batch_size=4)  # fmt: skip
+    saved = torch.load(tmp_path / "out" / "checkpoint-1" / "training_args.bin", weights_only=False)
+    assert saved.q is _q_half and saved.q_schedule(0) == 0.5
+
+
+def test_q_parses_from_the_command_line(tmp_path):
+    from transformers import HfArgumentParser
+
+    (args,) = HfArgumentParser(TsallisGRPOConfig).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--q", "0.5", "--use_cpu", "true", "--report_to", "none"]
+    )
+    assert args.q == 0.5 and args.q_schedule(3) == 0.5
+
+
+# ----------------------------------------------------------------------------- answer marker
+
+
+def test_marker_merged_with_neighbouring_text_is_found():
+    """'#' alone is one token, but ' #' and '#4' are merged tokens inside text: the id match
+    misses them; the decoded-text search cuts z before the token that holds the marker."""
+    tok = merged_tokenizer()
+
+    def enc(text):
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    def decode(ids):
+        return tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    marker = enc("#")
+    stops = {tok.eos_token_id, tok.pad_token_id}
+    opts = dict(decode=decode, marker_text="#")
+    assert split_rationale(enc("ab #42"), marker, stops, **opts) == (enc("ab"), False)
+    assert split_rationale(enc("ab#42"), marker, stops, **opts) == (enc("ab"), False)
+    assert split_rationale(enc("#42"), marker, stops, **opts) == ([], False)
+    assert split_rationale(enc("ab#x"), marker, stops, **opts) == (enc("ab"), False)  # fast path
+    eos = [tok.eos_token_id]
+    assert split_rationale(enc("ab") + eos + enc(" #4"), marker, stops, **opts) == (enc("ab"), True)
+    assert split_rationale(enc("abc"), marker, stops, **opts) == (enc("abc"), True)
+    # a merged marker before a separate one: the first occurrence wins
+    assert split_rationale(enc("a #4b#"), marker, stops, **opts) == (enc("a"), False)
+    # without the text search the merged marker is missed
+    assert split_rationale(enc("ab #42"), marker, stops) == (enc("ab #42"), True)
+    with pytest.raises(ValueError, match="both"):
+        split_rationale(enc("ab"), marker, stops, decode=decode)
+
+
+def test_trainer_cut_uses_the_decoded_marker(tmp_path):
+    tok = merged_tokenizer()
+    model, _ = tiny_lm(0, tokenizer=tok)
+    args = _config(tmp_path, mode="likelihood", answer_marker="#")
+    trainer = TsallisGRPOTrainer(model=model, args=args, train_dataset=_dataset(),
+                                 processing_class=tok)  # fmt: skip
+    stops = frozenset({tok.eos_token_id, tok.pad_token_id})
+    ids = tok("ab #42", add_special_tokens=False)["input_ids"]
+    assert trainer._split_completion(ids, stops) == (ids[:2], False)
+
+
+_CHAR_TOK = char_tokenizer()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(list(range(0, 3)) + list(range(3, 45))), max_size=12))
+def test_text_search_agrees_with_id_match_without_merges(ids):
+    """With one token per character the decoded-text search and the id match agree."""
+    tok = _CHAR_TOK
+    marker_ids = tok("=#", add_special_tokens=False)["input_ids"]
+    stops = {tok.eos_token_id, tok.pad_token_id}
+
+    def decode(t):
+        return tok.decode(t, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    ids = [i for i in ids if i != tok.unk_token_id]
+    assert split_rationale(ids, marker_ids, stops, decode=decode, marker_text="=#") == (
+        split_rationale(ids, marker_ids, stops)
+    )
 
 
 # ----------------------------------------------------------------------------- log-probs
@@ -278,6 +379,61 @@ def test_verifier_reward_outside_unit_interval_is_an_error(tmp_path):
 
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         _train(tmp_path, mode="verifier", reward_funcs=[too_big])
+
+
+def test_none_rewards_are_skipped_like_trl_and_all_none_rows_are_an_error(tmp_path):
+    def even_rows(completions, **kwargs):
+        return [r if i % 2 == 0 else None for i, r in enumerate(low_share(completions))]
+
+    def odd_rows(completions, **kwargs):
+        return [r if i % 2 == 1 else None for i, r in enumerate(low_share(completions))]
+
+    trainer, tok, _, _ = _train(tmp_path, mode="verifier", reward_funcs=[even_rows, odd_rows],
+                                per_device_train_batch_size=4)  # fmt: skip
+    _, comps, _ = trainer.captured[0]
+    rewards = low_share([tok.decode(c, skip_special_tokens=True) for c in comps])
+    log_w = rewards_to_log_w(torch.tensor(rewards, dtype=torch.float64)).reshape(-1, M)
+    want = ESTIMATORS["garl_rloo"](log_w, 0.75, mode="verifier").coef_z
+    torch.testing.assert_close(trainer.last_coefficients.coef_z, want)
+    with pytest.raises(ValueError, match=r"every reward function returned None.*\[1, 3"):
+        _train(tmp_path, mode="verifier", reward_funcs=[even_rows], per_device_train_batch_size=4)
+
+
+def test_all_stalled_step_logs_no_nan(tmp_path):
+    def zero(completions, **kwargs):
+        return [0.0] * len(completions)
+
+    trainer, *_ = _train(tmp_path, mode="verifier", reward_funcs=[zero], max_steps=2,
+                         per_device_train_batch_size=4)  # fmt: skip
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2
+    for h in logs:
+        assert h["tsallis/frac_stalled"] == 1.0
+        assert math.isfinite(h.get("tsallis/log_w_mean", 0.0))
+
+
+def test_multimodal_inputs_and_likelihood_tools_are_rejected(tmp_path, monkeypatch):
+    from trl import GRPOTrainer
+
+    original = GRPOTrainer._generate_and_score_completions
+
+    def with_images(self, inputs):
+        out = original(self, inputs)
+        out["pixel_values"] = torch.zeros(len(inputs), 3)
+        return out
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", with_images)
+    with pytest.raises(ValueError, match="multimodal.*'pixel_values'"):
+        _train(tmp_path, mode="verifier", per_device_train_batch_size=4)
+    monkeypatch.undo()
+    trainer = TsallisGRPOTrainer(model=tiny_lm(0)[0], args=_config(tmp_path, mode="likelihood"),
+                                 train_dataset=_dataset(), processing_class=char_tokenizer())
+    for key in ("mm_token_type_ids", "token_type_ids", "image_grid_thw"):
+        with pytest.raises(ValueError, match=key):
+            trainer._check_supported_inputs({key: torch.zeros(1)})
+    with pytest.raises(ValueError, match="tools.*likelihood"):
+        trainer._check_supported_inputs({"tool_mask": torch.ones(2, 3)})
+    trainer._check_supported_inputs({"token_type_ids": None, "completion_ids": torch.ones(1)})
 
 
 # ----------------------------------------------------------------------------- likelihood mode

@@ -6,11 +6,16 @@ of q, :mod:`tsallis.schedules`), in either mode:
 
 * ``mode="verifier"``: the reward functions' combined reward r_b = Σ_k weight_k·r_bk of each
   completion must lie in [0, 1] (a ValueError otherwise); log w_b = log r_b goes through the
-  estimator per group of ``num_generations`` completions of one prompt.
+  estimator per group of ``num_generations`` completions of one prompt. A reward function may
+  return None for some completions: as in TRL, the sum skips it (nansum over functions); a
+  completion for which every function returned None is a ValueError.
 * ``mode="likelihood"`` (the paper's main setting): each sampled completion is cut just before
-  the first occurrence of ``answer_marker``'s tokens (or before its end-of-sequence token, or at
-  the length budget, when it never emits the marker: the marker is then forced, as the paper
-  forces ``</think>``); the rationale z_b is what precedes the cut. The teacher-forced answer
+  the first occurrence of ``answer_marker`` (or before its end-of-sequence token, or at the
+  length budget, when it never emits the marker: the marker is then forced, as the paper forces
+  ``</think>``); the rationale z_b is what precedes the cut. The marker is matched as its own
+  token ids, and otherwise in the decoded text (a BPE / SentencePiece tokenizer may merge it
+  with its neighbours, e.g. ``" ####"``): the cut is then before the token that holds the
+  marker's first character (:func:`split_rationale`). The teacher-forced answer
   y* = tokens(answer_marker) + tokens(gold answer from ``answer_column``) is appended, and
   log w_b = log π(y* | prompt_b, z_b) comes from one extra no-grad forward pass. ``coef_z``
   weighs the rationale tokens and ``coef_y`` the answer tokens (per-token advantages).
@@ -48,6 +53,13 @@ Logged every generation step (TRL's logs, keys prefixed ``tsallis/``): ``q`` (th
 monitor), ``frac_stalled`` (groups without a positive weight) and ``frac_forced_marker``
 (likelihood mode), plus ``entropy`` (mean per-token entropy of the trained tokens).
 
+Not supported (a ValueError rather than a silently wrong gradient): multimodal inputs
+(``pixel_values``, ``image_grid_thw``, ``token_type_ids``, ``mm_token_type_ids``, ...), tools in
+likelihood mode, ``mask_truncated_completions``, and a ``q`` that cannot be pickled (a lambda or
+closure: every checkpoint saves ``torch.save(args)``; use a :mod:`tsallis.schedules` schedule or
+a module-level function). On the command line (``HfArgumentParser`` / ``TrlParser``) ``--q``
+takes a float; schedules are given in Python.
+
 Per-token log-probs: ``logprob_impl="auto" | "torch" | "triton"`` runs the model for its logits
 and computes log-probs and entropies with :func:`kernels.token_logprobs` (the fused Triton kernel
 on CUDA, the chunked torch path on CPU); ``"trl"`` uses TRL's own fused LM head.
@@ -58,9 +70,8 @@ another TRL raises ImportError).
 
 from __future__ import annotations
 
-import math
+import pickle
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -105,19 +116,37 @@ __all__ = [
 
 _MODES = ("verifier", "likelihood")
 _LOGPROB_IMPLS = ("auto", "torch", "triton", "trl")
+#: inputs of vision-language models that TRL forwards to the model; this trainer's forward
+#: passes (the loss and the teacher-forced log w) do not, so they are rejected
+_MULTIMODAL_KEYS = (
+    "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
+    "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
+)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- pure helpers
 
 
 def split_rationale(
-    completion_ids: list[int], marker_ids: list[int], stop_ids: set[int] | frozenset[int] = ()
+    completion_ids: list[int],
+    marker_ids: list[int],
+    stop_ids: set[int] | frozenset[int] = (),
+    *,
+    decode=None,
+    marker_text: str | None = None,
 ) -> tuple[list[int], bool]:
     """Cut a sampled completion into its rationale z: the tokens before the first occurrence of
-    the marker's token sequence, or before the first stop (end-of-sequence / pad) token, or all
-    of them (the length budget ran out). Returns ``(z, forced)``: ``forced`` is True when the
-    completion never emitted the marker (it is then appended by the caller, as the paper forces
-    ``</think>``).
+    the marker, or before the first stop (end-of-sequence / pad) token, or all of them (the
+    length budget ran out). Returns ``(z, forced)``: ``forced`` is True when the completion never
+    emitted the marker (it is then appended by the caller, as the paper forces ``</think>``).
+
+    The marker is first looked for as its own token sequence ``marker_ids`` (the fast path).
+    BPE / SentencePiece tokenizers often tokenize it differently inside text (``" ####"`` or
+    ``"#4"`` as one token), so with ``decode`` (token ids -> text) and ``marker_text`` the
+    completion before its first stop token is decoded and the marker is searched in the text:
+    z ends just before the first token whose decoded prefix reaches the marker's first
+    character (that token, which may also hold text before the marker, is dropped with the
+    rest). An id match is kept only when the text before it holds no earlier marker.
 
     >>> split_rationale([5, 6, 9, 9, 7], [9, 9])
     ([5, 6], False)
@@ -128,14 +157,32 @@ def split_rationale(
     """
     if not marker_ids:
         raise ValueError("the answer marker must tokenize to at least one token")
-    k = len(marker_ids)
-    n = len(completion_ids)
-    for i in range(n):
-        if completion_ids[i] in stop_ids:
-            return list(completion_ids[:i]), True
-        if completion_ids[i : i + k] == list(marker_ids):
-            return list(completion_ids[:i]), False
-    return list(completion_ids), True
+    if (decode is None) != (marker_text is None):
+        raise ValueError("split_rationale: give both decode and marker_text, or neither")
+    if marker_text is not None and not marker_text:
+        raise ValueError("split_rationale: marker_text must be a non-empty string")
+    ids = list(completion_ids)
+    marker = list(marker_ids)
+    k = len(marker)
+    end = next((i for i, t in enumerate(ids) if t in stop_ids), len(ids))
+    hit = next((i for i in range(end - k + 1) if ids[i : i + k] == marker), None)
+    if decode is None:
+        return (ids[:hit], False) if hit is not None else (ids[:end], True)
+    if hit is not None and marker_text not in decode(ids[:hit]):
+        return ids[:hit], False  # fast path: the id match is the first occurrence
+    text = decode(ids[:end])
+    pos = text.find(marker_text)
+    if pos < 0:
+        return ids[:end], True
+    # smallest n with len(decode(ids[:n])) > pos: token n - 1 reaches the marker's start
+    lo, hi = 1, end
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(decode(ids[:mid])) > pos:
+            hi = mid
+        else:
+            lo = mid + 1
+    return ids[: lo - 1], False
 
 
 def answer_match_reward(answer_marker: str, answer_column: str = "answer"):
@@ -169,8 +216,9 @@ class TsallisGRPOConfig(GRPOConfig):
     r"""TRL's ``GRPOConfig`` plus the J_Q options (all validated in ``__post_init__``).
 
     Args:
-        q: the Tsallis index, a float in [0, 1], a :class:`tsallis.schedules.Schedule` or a
-            callable ``step -> q`` (required: there is no default q).
+        q: the Tsallis index, a float in [0, 1] (a numeric string is converted), a
+            :class:`tsallis.schedules.Schedule` or a picklable callable ``step -> q``
+            (required: there is no default q).
         estimator: a name of ``tsallis.ESTIMATORS`` (default ``"garl_rloo"``, Eq. 12).
         mode: ``"verifier"`` (rewards in [0, 1]) or ``"likelihood"`` (teacher-forced gold answer).
         answer_column: dataset column with the gold answer (likelihood mode).
@@ -181,9 +229,11 @@ class TsallisGRPOConfig(GRPOConfig):
             with that ``impl``) or ``"trl"`` (TRL's own per-token log-probs).
     """
 
-    q: Any = field(
+    # annotated float so HfArgumentParser / TrlParser parse ``--q 0.5``; in Python a
+    # tsallis.schedules schedule or a picklable callable passes through unchanged
+    q: float | None = field(
         default=None,
-        metadata={"help": "Tsallis index q in [0, 1], or a schedule step -> q (required)."},
+        metadata={"help": "Tsallis index q in [0, 1], or (in Python) a schedule step -> q."},
     )
     estimator: str = field(default="garl_rloo", metadata={"help": "tsallis.ESTIMATORS name."})
     mode: str = field(default="verifier", metadata={"help": "'verifier' or 'likelihood'."})
@@ -205,8 +255,25 @@ class TsallisGRPOConfig(GRPOConfig):
                 "TsallisGRPOConfig: q is required (a float in [0, 1], a tsallis.schedules "
                 "schedule or a callable step -> q); e.g. q=0.75"
             )
+        if isinstance(self.q, str):  # from a command line, YAML or environment variable
+            try:
+                self.q = float(self.q)
+            except ValueError:
+                raise TypeError(
+                    "TsallisGRPOConfig: q must be a float in [0, 1], a tsallis.schedules "
+                    f"schedule or a callable step -> q, got the string {self.q!r}"
+                ) from None
         schedule = as_schedule(self.q)
         schedule(0)  # a callable that fails at step 0 fails here, not mid-training
+        try:  # Trainer saves torch.save(args) with every checkpoint
+            pickle.dumps(self.q)
+        except Exception as exc:
+            raise ValueError(
+                f"TsallisGRPOConfig: q={self.q!r} cannot be pickled ({type(exc).__name__}: {exc}), "
+                "so every checkpoint save (torch.save(args)) would fail; use a "
+                "tsallis.schedules schedule (Constant, Linear, Cosine, Step) or a module-level "
+                "function instead of a lambda or closure"
+            ) from None
         get_estimator(self.estimator)
         if self.mode not in _MODES:
             raise ValueError(f"TsallisGRPOConfig: mode must be one of {_MODES}, got {self.mode!r}")
@@ -232,12 +299,13 @@ class TsallisGRPOConfig(GRPOConfig):
                     f"the rationale and starts the answer (e.g. '</think>'), got "
                     f"{self.answer_marker!r}"
                 )
-            if self.mask_truncated_completions:
-                raise ValueError(
-                    "TsallisGRPOConfig: mask_truncated_completions=True is incompatible with "
-                    "likelihood mode (a rationale cut at the length budget gets the forced marker)"
-                )
         bad = []
+        if self.mask_truncated_completions:
+            bad.append(
+                "mask_truncated_completions=True (it drops truncated completions from the "
+                "gradient; in likelihood mode a rationale cut at the length budget gets the "
+                "forced marker)"
+            )
         if self.beta != 0.0:
             bad.append(f"beta={self.beta} (a KL penalty is not part of J_Q; use beta=0.0)")
         if self.num_iterations != 1:
@@ -305,6 +373,12 @@ class TsallisGRPOTrainer(GRPOTrainer):
                     f"which the train dataset lacks (columns: {cols})"
                 )
         super().__init__(model, reward_funcs, args=args, **kwargs)
+        if args.mode == "likelihood" and self.tools:
+            raise ValueError(
+                "TsallisGRPOTrainer: tools are not supported in likelihood mode (the rationale "
+                "is rebuilt from the sampled ids and the tool-result mask would be lost); use "
+                "mode='verifier' or no tools"
+            )
         self.q_schedule = as_schedule(args.q)
         self._estimator_fn = get_estimator(args.estimator)
         self._estimator_generator = torch.Generator().manual_seed(int(args.seed))
@@ -370,6 +444,29 @@ class TsallisGRPOTrainer(GRPOTrainer):
                 logps.append(out)
         return torch.cat(logps), (torch.cat(ents) if compute_entropy else None)
 
+    def _split_completion(self, ids: list[int], stop_ids) -> tuple[list[int], bool]:
+        """:func:`split_rationale` with the marker also searched in the decoded text."""
+        return split_rationale(
+            ids, self._marker_ids, stop_ids, marker_text=self.args.answer_marker,
+            decode=lambda t: self._tokenizer.decode(
+                t, skip_special_tokens=False, clean_up_tokenization_spaces=False
+            ),
+        )  # fmt: skip
+
+    def _check_supported_inputs(self, output) -> None:
+        """Reject generation outputs this trainer would silently mistrain on."""
+        for key in _MULTIMODAL_KEYS:
+            if output.get(key) is not None:
+                raise ValueError(
+                    f"TsallisGRPOTrainer does not support multimodal inputs: the batch holds "
+                    f"{key!r}, which its forward passes (loss and log w) do not pass to the model"
+                )
+        if self.args.mode == "likelihood" and output.get("tool_mask") is not None:
+            raise ValueError(
+                "TsallisGRPOTrainer: tools (a 'tool_mask' in the batch) are not supported in "
+                "likelihood mode"
+            )
+
     def _local_slice(self, n_local: int) -> slice:
         p = self.accelerator.process_index
         return slice(p * n_local, (p + 1) * n_local)
@@ -392,6 +489,7 @@ class TsallisGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
+        self._check_supported_inputs(output)
         split = "train" if self.model.training else "eval"
         M = self.num_generations if split == "train" else self.num_generations_eval
         q = self.current_q()
@@ -400,7 +498,16 @@ class TsallisGRPOTrainer(GRPOTrainer):
         if self.args.mode == "verifier":
             rpf = self._last_rewards_per_func
             weights = self.reward_weights.to(rpf.device, rpf.dtype)
-            rewards = (rpf * weights.unsqueeze(0)).sum(dim=1)
+            unscorable = torch.isnan(rpf).all(dim=1)
+            if bool(unscorable.any()):
+                rows = torch.nonzero(unscorable).reshape(-1).tolist()
+                raise ValueError(
+                    f"verifier mode: every reward function returned None for completion(s) "
+                    f"{rows[:8]} of the gathered batch (reward functions: "
+                    f"{self.reward_func_names}); a completion needs a reward from at least one "
+                    "function (None from some functions is skipped, as TRL does: nansum)"
+                )
+            rewards = (rpf * weights.unsqueeze(0)).nansum(dim=1)
             if bool(torch.isnan(rewards).any()) or bool(((rewards < 0) | (rewards > 1)).any()):
                 bad = rewards[torch.isnan(rewards) | (rewards < 0) | (rewards > 1)]
                 raise ValueError(
@@ -432,7 +539,7 @@ class TsallisGRPOTrainer(GRPOTrainer):
                     f"(keys: {sorted(example)})"
                 )
             ids = comp_ids[b][comp_mask[b].bool()].tolist()
-            z, was_forced = split_rationale(ids, self._marker_ids, stop_ids)
+            z, was_forced = self._split_completion(ids, stop_ids)
             y = self._marker_ids + self._tokenize_text(str(example[self.args.answer_column]))
             rows.append(z + y)
             spans.append((len(z), len(y)))
@@ -475,7 +582,8 @@ class TsallisGRPOTrainer(GRPOTrainer):
         lwm = coefs.log_w_mean.double()
         finite = lwm[~coefs.stalled]
         metrics["tsallis/q"].append(q)
-        metrics["tsallis/log_w_mean"].append(float(finite.mean()) if finite.numel() else math.nan)
+        if finite.numel():  # a step where every group stalled has no finite log w̄: skip it
+            metrics["tsallis/log_w_mean"].append(float(finite.mean()))
         metrics["tsallis/w_mean"].append(float(torch.exp(lwm).mean()))
         metrics["tsallis/max_amplified_advantage"].append(
             float(coefs.max_amplified_advantage.max())
