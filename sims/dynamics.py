@@ -23,6 +23,8 @@ from scipy.integrate import solve_ivp
 
 import tsallis
 
+from . import _fast
+
 __all__ = [
     "exact_ascent",
     "flow_escape",
@@ -45,6 +47,17 @@ def exact_ascent(model, theta, q: float) -> np.ndarray:
     weights, P, dP = model.terms(theta)
     amp = tsallis.amplification(P, q)  # P^(-q), [..., J]
     return np.einsum("j,...j,...jd->...d", weights, amp, dP)
+
+
+def _ascent(model, theta, q: float) -> np.ndarray:
+    """:func:`exact_ascent` without input checks, for the integrators' and GD's inner loops.
+
+    Same operations in the same order (bit-identical); ``q`` must already be a checked float and
+    the model's P lies in [0, 1] by construction.  Run it inside ``np.errstate(divide="ignore")``
+    (P^(-q) = inf at P = 0 for q > 0, as :func:`tsallis.amplification` returns it).
+    """
+    weights, P, dP = model.terms(theta)
+    return np.einsum("j,...j,...jd->...d", weights, _fast.amplification(P, q), dP)
 
 
 @dataclass(frozen=True)
@@ -80,16 +93,17 @@ def flow_escape(
         raise ValueError(f"t_max must be positive, got {t_max}")
 
     def rhs(_t, th):
-        return exact_ascent(model, th, q)
+        return _ascent(model, th, q)
 
     def hit(_t, th):
         return float(model.monitor(th)) - delta
 
     hit.terminal = True
     hit.direction = 1.0
-    sol = solve_ivp(
-        rhs, (0.0, float(t_max)), theta0, method=method, rtol=rtol, atol=atol, events=hit
-    )
+    with np.errstate(divide="ignore"):  # P^(-q) = inf at P = 0, as tsallis.amplification
+        sol = solve_ivp(
+            rhs, (0.0, float(t_max)), theta0, method=method, rtol=rtol, atol=atol, events=hit
+        )
     if not sol.success:
         raise RuntimeError(f"flow integration failed: {sol.message}")
     if sol.t_events[0].size:
@@ -111,15 +125,16 @@ def flow_curve(
         raise ValueError("times must be a non-empty increasing 1-d array of non-negative values")
     if theta0 is None:
         theta0 = model.init(p0)
-    sol = solve_ivp(
-        lambda _t, th: exact_ascent(model, th, q),
-        (0.0, float(times[-1])),
-        np.asarray(theta0, dtype=np.float64),
-        method=method,
-        rtol=rtol,
-        atol=atol,
-        t_eval=times,
-    )
+    with np.errstate(divide="ignore"):  # P^(-q) = inf at P = 0, as tsallis.amplification
+        sol = solve_ivp(
+            lambda _t, th: _ascent(model, th, q),
+            (0.0, float(times[-1])),
+            np.asarray(theta0, dtype=np.float64),
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            t_eval=times,
+        )
     if not sol.success:
         raise RuntimeError(f"flow integration failed: {sol.message}")
     return np.asarray(model.monitor(sol.y.T), dtype=np.float64)
@@ -141,14 +156,15 @@ def flow_to_equilibrium(model, theta0, q, *, rtol_change=1e-10, t_max=1e12, meth
     converged = False
     while t < t_max:
         t_next = max(1.0, 10.0 * t)
-        sol = solve_ivp(
-            lambda _t, th: exact_ascent(model, th, q),
-            (t, t_next),
-            theta,
-            method=method,
-            rtol=1e-10,
-            atol=1e-12,
-        )
+        with np.errstate(divide="ignore"):  # P^(-q) = inf at P = 0, as tsallis.amplification
+            sol = solve_ivp(
+                lambda _t, th: _ascent(model, th, q),
+                (t, t_next),
+                theta,
+                method=method,
+                rtol=1e-10,
+                atol=1e-12,
+            )
         if not sol.success:
             raise RuntimeError(f"flow integration failed: {sol.message}")
         theta, t = sol.y[:, -1], t_next
@@ -160,7 +176,7 @@ def flow_to_equilibrium(model, theta0, q, *, rtol_change=1e-10, t_max=1e12, meth
     return np.array(times), np.array(values), converged
 
 
-def gd_escape(model, theta0, q, eta, max_steps, delta=0.5, chunk=1024):
+def gd_escape(model, theta0, q, eta, max_steps, delta=0.5):
     """Gradient descent θ ← θ + η·(-∇J_q) on the exact gradient, many runs at once.
 
     Args:
@@ -189,19 +205,46 @@ def gd_escape(model, theta0, q, eta, max_steps, delta=0.5, chunk=1024):
     steps[done], censored[done] = 0, False
     active = np.flatnonzero(~done)
     th, et = theta[active], eta[active, None]
-    t = 0
-    while active.size and t < max_steps:
-        n = min(chunk, max_steps - t)
-        for i in range(n):
-            th = th + et * exact_ascent(model, th, q)
-            hit = model.monitor(th) >= delta
-            if hit.any():
-                idx = np.flatnonzero(hit)
-                steps[active[idx]] = t + i + 1
-                censored[active[idx]] = False
-                keep = ~hit
-                active, th, et = active[keep], th[keep], et[keep]
-                if not active.size:
-                    break
-        t += n
+    # A model with ``_monitor_of_P`` reads the monitor off the P its ``terms`` already computed,
+    # so each step evaluates the model once: terms(θ_{t+1}) serve both the escape check after
+    # step t and the gradient of step t+1 (the same numbers as calling monitor and terms apart).
+    monitor_of_P = getattr(model, "_monitor_of_P", None)
+    with np.errstate(divide="ignore"):
+        if monitor_of_P is None:
+            _gd_loop_plain(model, th, et, q, delta, max_steps, active, steps, censored)
+        else:
+            _gd_loop_fused(model, th, et, q, delta, max_steps, active, steps, censored)
     return steps, censored
+
+
+def _gd_loop_plain(model, th, et, q, delta, max_steps, active, steps, censored):
+    for t in range(max_steps):
+        if not active.size:
+            return
+        th = th + et * _ascent(model, th, q)
+        hit = model.monitor(th) >= delta
+        if hit.any():
+            idx = np.flatnonzero(hit)
+            steps[active[idx]] = t + 1
+            censored[active[idx]] = False
+            keep = ~hit
+            active, th, et = active[keep], th[keep], et[keep]
+
+
+def _gd_loop_fused(model, th, et, q, delta, max_steps, active, steps, censored):
+    if not active.size:
+        return
+    weights, P, dP = model.terms(th)
+    amp = _fast.amplification
+    for t in range(max_steps):
+        th = th + et * np.einsum("j,...j,...jd->...d", weights, amp(P, q), dP)
+        weights, P, dP = model.terms(th)
+        hit = model._monitor_of_P(P) >= delta
+        if hit.any():
+            idx = np.flatnonzero(hit)
+            steps[active[idx]] = t + 1
+            censored[active[idx]] = False
+            keep = ~hit
+            if not keep.any():
+                return
+            active, th, et, P, dP = active[keep], th[keep], et[keep], P[keep], dP[keep]

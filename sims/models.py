@@ -29,7 +29,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, log_softmax, logit, softmax
+from scipy.special import expit, logit
+
+from ._fast import log_softmax, softmax
 
 __all__ = [
     "Sigmoid",
@@ -42,6 +44,11 @@ __all__ = [
     "MODELS",
     "make_model",
 ]
+
+
+# the weights [1.0] of a one-term objective, shared read-only (no allocation per call)
+_ONE = np.ones(1)
+_ONE.flags.writeable = False
 
 
 def _check_p(p0: float, name: str = "p0", hi: float = 1.0) -> float:
@@ -74,10 +81,14 @@ class Sigmoid:
     def terms(self, theta):
         theta = _check_theta(theta, 1)
         P = expit(theta)
-        return np.ones(1), P, (P * (1.0 - P))[..., None]
+        return _ONE, P, (P * (1.0 - P))[..., None]
 
     def monitor(self, theta):
         return expit(_check_theta(theta, 1)[..., 0])
+
+    def _monitor_of_P(self, P):
+        """monitor(θ) from ``terms(θ)[1]`` (the same numbers, not recomputed)."""
+        return P[..., 0]
 
     def label(self) -> str:
         return "sigmoid"
@@ -129,10 +140,14 @@ class KArmBandit:
         P = pi[..., : self.k].sum(-1, keepdims=True)
         correct = (np.arange(self.K) < self.k).astype(np.float64)
         dP = pi * (correct - P)
-        return np.ones(1), P, dP[..., None, :]
+        return _ONE, P, dP[..., None, :]
 
     def monitor(self, theta):
         return softmax(_check_theta(theta, self.K), axis=-1)[..., : self.k].sum(-1)
+
+    def _monitor_of_P(self, P):
+        """monitor(θ) from ``terms(θ)[1]`` (the same numbers, not recomputed)."""
+        return P[..., 0]
 
     def label(self) -> str:
         return f"K-arm (K={self.K}, k={self.k})"
@@ -189,11 +204,15 @@ class LatentCategorical:
         P = (pi * w).sum(-1, keepdims=True)
         d_th = pi * (w - P)
         d_ph = pi * w * (1.0 - w) if self.train_answer else np.zeros_like(w)
-        return np.ones(1), P, np.concatenate([d_th, d_ph], -1)[..., None, :]
+        return _ONE, P, np.concatenate([d_th, d_ph], -1)[..., None, :]
 
     def monitor(self, theta):
         th, ph = self.split(_check_theta(theta, self.dim))
         return (softmax(th, axis=-1) * expit(ph)).sum(-1)
+
+    def _monitor_of_P(self, P):
+        """monitor(θ) from ``terms(θ)[1]`` (the same numbers, not recomputed)."""
+        return P[..., 0]
 
     def label(self) -> str:
         return f"latent (K={self.K})"
@@ -243,12 +262,16 @@ class TabularChain:
         onehot = np.zeros(self.V)
         onehot[0] = 1.0
         dP = P[..., None] * (onehot - np.exp(logpi))
-        return np.ones(1), P, dP.reshape(theta.shape)[..., None, :]
+        return _ONE, P, dP.reshape(theta.shape)[..., None, :]
 
     def monitor(self, theta):
         theta = _check_theta(theta, self.dim)
         th = theta.reshape(theta.shape[:-1] + (self.L, self.V))
         return np.exp(log_softmax(th, axis=-1)[..., 0].sum(-1))
+
+    def _monitor_of_P(self, P):
+        """monitor(θ) from ``terms(θ)[1]`` (the same numbers, not recomputed)."""
+        return P[..., 0]
 
     def label(self) -> str:
         return f"L-step chain (V={self.V})"
@@ -286,6 +309,10 @@ class TwoLabelNoise:
 
     def monitor(self, theta):
         return softmax(_check_theta(theta, 2), axis=-1)[..., 1]
+
+    def _monitor_of_P(self, P):
+        """monitor(θ) from ``terms(θ)[1]`` (the same numbers, not recomputed)."""
+        return P[..., 1]
 
     def label(self) -> str:
         return f"two-label noise (ε={self.eps})"
@@ -326,6 +353,10 @@ class TwoLabelNoiseDirect:
 
     def monitor(self, theta):
         return np.clip(_check_theta(theta, 1)[..., 0], 0.0, 1.0)
+
+    def _monitor_of_P(self, P):
+        """monitor(θ) from ``terms(θ)[1]`` (the same numbers, not recomputed)."""
+        return P[..., 1]
 
     def label(self) -> str:
         return f"two-label noise, p~ as parameter (ε={self.eps})"
