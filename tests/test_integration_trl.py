@@ -76,6 +76,12 @@ def _dataset(n=16):
     return Dataset.from_dict({"prompt": ["ab=", "cd="] * half, "answer": ["12", "34"] * half})
 
 
+def _uneven_dataset(n=16):
+    """Prompts of different lengths, so that the batch's prompts are left-padded."""
+    half = n // 2
+    return Dataset.from_dict({"prompt": ["a=", "bcdef="] * half, "answer": ["1", "345"] * half})
+
+
 def _config(tmp_path, **overrides):
     base = dict(
         output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, report_to="none",
@@ -113,7 +119,8 @@ class _GradCapture(TrainerCallback):
         )
 
 
-def _train(tmp_path, *, seed=0, reward_funcs="default", cls=_Capturing, **overrides):
+def _train(tmp_path, *, seed=0, reward_funcs="default", cls=_Capturing, dataset=None,
+           **overrides):  # fmt: skip
     model, tok = tiny_lm(seed)
     args = _config(tmp_path, **overrides)
     if reward_funcs == "default":
@@ -121,8 +128,9 @@ def _train(tmp_path, *, seed=0, reward_funcs="default", cls=_Capturing, **overri
     grads = _GradCapture()
     init = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer = cls(
-        model=model, reward_funcs=reward_funcs, args=args, train_dataset=_dataset(),
-        processing_class=tok, callbacks=[grads],
+        model=model, reward_funcs=reward_funcs, args=args,
+        train_dataset=_dataset() if dataset is None else dataset, processing_class=tok,
+        callbacks=[grads],
     )  # fmt: skip
     trainer.train()
     return trainer, tok, grads, init
@@ -233,8 +241,25 @@ def test_unpicklable_q_is_rejected_and_checkpoints_save(tmp_path):
     # a real checkpoint save (Trainer._save does torch.save(self.args))
     trainer, *_ = _train(tmp_path, mode="verifier", q=_q_half, save_strategy="steps",
                          save_steps=1, per_device_train_batch_size=4)  # fmt: skip
-    saved = torch.load(tmp_path / "out" / "checkpoint-1" / "training_args.bin", weights_only=False)
+    checkpoint = tmp_path / "out" / "checkpoint-1"
+    saved = torch.load(checkpoint / "training_args.bin", weights_only=False)
     assert saved.q is _q_half and saved.q_schedule(0) == 0.5
+    # PAFT's generator: saved with the checkpoint, restored on resume; evaluation has its own
+    state = trainer._estimator_generator.get_state()
+    assert (checkpoint / tsallis_trl.GENERATOR_STATE_FILE).is_file()
+    torch.rand(5, generator=trainer._estimator_generator)
+    torch.rand(3, generator=trainer._eval_estimator_generator)
+    trainer._load_rng_state(str(checkpoint))
+    assert torch.equal(trainer._estimator_generator.get_state(), state)
+    assert not torch.equal(trainer._eval_estimator_generator.get_state(), state)
+    trainer.args.estimator, trainer._estimator_fn = "paft", ESTIMATORS["paft"]
+    eval_state = trainer._eval_estimator_generator.get_state()
+    log_w = torch.log(torch.tensor([0.2, 0.5, 0.9, 0.1] * 2, dtype=torch.float64))
+    trainer._coefficients(log_w, 0.5, "verifier", M, "eval")
+    assert torch.equal(trainer._estimator_generator.get_state(), state)  # eval draws elsewhere
+    assert not torch.equal(trainer._eval_estimator_generator.get_state(), eval_state)
+    trainer._coefficients(log_w, 0.5, "verifier", M, "train")
+    assert not torch.equal(trainer._estimator_generator.get_state(), state)
 
 
 def test_q_parses_from_the_command_line(tmp_path):
@@ -341,6 +366,7 @@ def test_kernels_logprobs_match_trl(tmp_path):
         ("garl_rloo", 0.75, dict(per_device_train_batch_size=4, gradient_accumulation_steps=2)),
         ("grpo", 0.0, dict(logprob_impl="trl")),
         ("paft", 0.5, dict(paper_normalization=True)),
+        ("garl", 0.5, dict(dataset=_uneven_dataset())),
     ],
 )
 def test_verifier_step_gradient_is_hand_computed(tmp_path, estimator, q, extra):
@@ -348,6 +374,8 @@ def test_verifier_step_gradient_is_hand_computed(tmp_path, estimator, q, extra):
                                        **extra)  # fmt: skip
     assert len(grads.grads) == 1 and len(trainer.captured) == 1
     prompts, comps, _ = trainer.captured[0]
+    if "dataset" in extra:  # prompts of different lengths in one batch: left padding
+        assert len({len(p) for p in prompts}) > 1
     B = len(comps)
     G = B // M
     hand, _ = tiny_lm(0)
@@ -444,12 +472,15 @@ def test_multimodal_inputs_and_likelihood_tools_are_rejected(tmp_path, monkeypat
     [
         ("garl_rloo", 0.75, dict()),
         ("garl", 1.0, dict(logprob_impl="trl", paper_normalization=True)),
+        ("garl_rloo", 0.5, dict(dataset=_uneven_dataset())),
     ],
 )
 def test_likelihood_step_gradient_is_hand_computed(tmp_path, estimator, q, extra):
     trainer, tok, grads, init = _train(tmp_path, mode="likelihood", estimator=estimator, q=q,
                                        max_completion_length=5, **extra)  # fmt: skip
     prompts, comps, examples = trainer.captured[0]
+    if "dataset" in extra:  # prompts of different lengths in one batch: left padding
+        assert len({len(p) for p in prompts}) > 1
     G = len(comps) // M
     hand, _ = tiny_lm(0)
     marker = tok("=", add_special_tokens=False)["input_ids"]

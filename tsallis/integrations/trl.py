@@ -47,6 +47,10 @@ rewards, or the teacher-forced answer log-probs; never logits), runs the estimat
 groups of the global batch (PAFT's resampling with a generator seeded identically on every
 process, so all agree) and keeps its own rows.
 
+PAFT's resampling draws from a generator seeded with ``args.seed``; its state is saved with each
+checkpoint (``tsallis_estimator_rng.pt``) and restored on resume; evaluation draws from a
+separate generator, so evaluating does not shift the training draws.
+
 Logged every generation step (TRL's logs, keys prefixed ``tsallis/``): ``q`` (the value used),
 ``log_w_mean`` (mean over non-stalled groups of log w̄), ``w_mean`` (mean over all groups of w̄),
 ``max_amplified_advantage`` (max over groups of max_m M·coef_z/M^q, the paper's Fig. 3
@@ -70,6 +74,7 @@ another TRL raises ImportError).
 
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import dataclass, field
 
@@ -116,6 +121,8 @@ __all__ = [
 
 _MODES = ("verifier", "likelihood")
 _LOGPROB_IMPLS = ("auto", "torch", "triton", "trl")
+#: file in each checkpoint holding the estimator generators' states (PAFT's resampling)
+GENERATOR_STATE_FILE = "tsallis_estimator_rng.pt"
 #: inputs of vision-language models that TRL forwards to the model; this trainer's forward
 #: passes (the loss and the teacher-forced log w) do not, so they are rejected
 _MULTIMODAL_KEYS = (
@@ -381,7 +388,10 @@ class TsallisGRPOTrainer(GRPOTrainer):
             )
         self.q_schedule = as_schedule(args.q)
         self._estimator_fn = get_estimator(args.estimator)
+        # PAFT's draws: one stream for training (saved with each checkpoint, restored on resume)
+        # and a separate one for evaluation, so evaluating never shifts the training draws
         self._estimator_generator = torch.Generator().manual_seed(int(args.seed))
+        self._eval_estimator_generator = torch.Generator().manual_seed(int(args.seed) + 1)
         self._marker_ids: list[int] | None = None
         if args.mode == "likelihood":
             self._marker_ids = self._tokenize_text(args.answer_marker)
@@ -399,7 +409,8 @@ class TsallisGRPOTrainer(GRPOTrainer):
         """q for the optimiser step about to be taken (``state.global_step`` steps done)."""
         return float(self.q_schedule(int(self.state.global_step)))
 
-    def _coefficients(self, log_w: torch.Tensor, q: float, mode: str, group_size: int):
+    def _coefficients(self, log_w: torch.Tensor, q: float, mode: str, group_size: int,
+                      split: str = "train"):  # fmt: skip
         """Estimator on the gathered [N] log-weights, as [N / M, M] groups (CPU, float64)."""
         n = log_w.numel()
         if n % group_size != 0:
@@ -410,7 +421,8 @@ class TsallisGRPOTrainer(GRPOTrainer):
         lw = log_w.detach().to("cpu", torch.float64).reshape(-1, group_size)
         options = {"mode": mode, "paper_normalization": self.args.paper_normalization}
         if self.args.estimator in RANDOMIZED:
-            options["generator"] = self._estimator_generator
+            options["generator"] = (self._estimator_generator if split == "train"
+                                    else self._eval_estimator_generator)  # fmt: skip
         return self._estimator_fn(lw, q, **options)
 
     def _token_logps(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
@@ -481,6 +493,22 @@ class TsallisGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ TRL overrides
 
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        if self.args.process_index == 0:  # the streams are identical on every process
+            os.makedirs(output_dir, exist_ok=True)
+            states = {"train": self._estimator_generator.get_state(),
+                      "eval": self._eval_estimator_generator.get_state()}  # fmt: skip
+            torch.save(states, os.path.join(output_dir, GENERATOR_STATE_FILE))
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        super()._load_rng_state(checkpoint)
+        path = None if checkpoint is None else os.path.join(checkpoint, GENERATOR_STATE_FILE)
+        if path is not None and os.path.isfile(path):
+            states = torch.load(path, weights_only=True)
+            self._estimator_generator.set_state(states["train"])
+            self._eval_estimator_generator.set_state(states["eval"])
+
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions,
                                                       completion_ids_list)  # fmt: skip
@@ -515,18 +543,19 @@ class TsallisGRPOTrainer(GRPOTrainer):
                     f"[0, 1] (GARL's weights are probabilities), got e.g. {bad[:4].tolist()} "
                     f"(reward functions: {self.reward_func_names}, weights: {weights.tolist()})"
                 )
-            coefs = self._coefficients(rewards_to_log_w(rewards.double()), q, "verifier", M)
+            coefs = self._coefficients(rewards_to_log_w(rewards.double()), q, "verifier", M,
+                                       split)  # fmt: skip
             adv = coefs.coef_z.reshape(-1)[self._local_slice(n_local)]
             output["advantages"] = adv.to(device=device, dtype=torch.float32)
             forced = None
         else:
-            output, coefs, forced = self._likelihood_batch(output, inputs, q, M)
+            output, coefs, forced = self._likelihood_batch(output, inputs, q, M, split)
         self.last_coefficients = coefs
         self._replace_logged_advantages(M * coefs.coef_z.reshape(-1).float())
         self._log_coefficients(split, q, coefs, forced)
         return output
 
-    def _likelihood_batch(self, output, inputs, q, M):
+    def _likelihood_batch(self, output, inputs, q, M, split="train"):
         device = output["completion_ids"].device
         pad_id = self._tokenizer.pad_token_id
         stop_ids = frozenset(int(i) for i in [*self.eos_token_ids, pad_id] if i is not None)
@@ -563,7 +592,7 @@ class TsallisGRPOTrainer(GRPOTrainer):
             logps, _ = self._token_logps(self.model, input_ids, attention, T, batch_size)
         log_w_local = (logps.double() * answer).sum(dim=1)
         log_w = self.accelerator.gather(log_w_local)
-        coefs = self._coefficients(log_w, q, "likelihood", M)
+        coefs = self._coefficients(log_w, q, "likelihood", M, split)
         local = self._local_slice(B)
         cz = coefs.coef_z.reshape(-1)[local].to(device, torch.float32)
         cy = coefs.coef_y.reshape(-1)[local].to(device, torch.float32)
