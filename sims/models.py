@@ -26,6 +26,7 @@ True
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,16 @@ __all__ = [
 # the weights [1.0] of a one-term objective, shared read-only (no allocation per call)
 _ONE = np.ones(1)
 _ONE.flags.writeable = False
+_CLEAN = np.array([1.0, 0.0])  # one-hot of the clean label (two-label noise model)
+_CLEAN.flags.writeable = False
+
+
+@functools.cache
+def _first_k(n: int, k: int) -> np.ndarray:
+    """Read-only float64 indicator ``1[j < k]`` for j = 0..n-1 (K-arm correct arms, one-hots)."""
+    out = (np.arange(n) < k).astype(np.float64)
+    out.flags.writeable = False
+    return out
 
 
 def _check_p(p0: float, name: str = "p0", hi: float = 1.0) -> float:
@@ -138,8 +149,7 @@ class KArmBandit:
         theta = _check_theta(theta, self.K)
         pi = softmax(theta, axis=-1)
         P = pi[..., : self.k].sum(-1, keepdims=True)
-        correct = (np.arange(self.K) < self.k).astype(np.float64)
-        dP = pi * (correct - P)
+        dP = pi * (_first_k(self.K, self.k) - P)
         return _ONE, P, dP[..., None, :]
 
     def monitor(self, theta):
@@ -259,9 +269,7 @@ class TabularChain:
         th = theta.reshape(theta.shape[:-1] + (self.L, self.V))
         logpi = log_softmax(th, axis=-1)
         P = np.exp(logpi[..., 0].sum(-1, keepdims=True))
-        onehot = np.zeros(self.V)
-        onehot[0] = 1.0
-        dP = P[..., None] * (onehot - np.exp(logpi))
+        dP = P[..., None] * (_first_k(self.V, 1) - np.exp(logpi))  # 1[j=0] - π_l(j)
         return _ONE, P, dP.reshape(theta.shape)[..., None, :]
 
     def monitor(self, theta):
@@ -302,9 +310,11 @@ class TwoLabelNoise:
     def terms(self, theta):
         theta = _check_theta(theta, 2)
         pi = softmax(theta, axis=-1)
-        grad_c = pi[..., :1] * (np.array([1.0, 0.0]) - pi)  # ∇π(c)
+        grad_c = pi[..., :1] * (_CLEAN - pi)  # ∇π(c)
         P = pi
-        dP = np.stack([grad_c, -grad_c], axis=-2)
+        dP = np.empty(pi.shape[:-1] + (2, 2))  # stack([∇π(c), -∇π(c)], axis=-2)
+        dP[..., 0, :] = grad_c
+        np.negative(grad_c, out=dP[..., 1, :])
         return np.array([1.0 - self.eps, self.eps]), P, dP
 
     def monitor(self, theta):
