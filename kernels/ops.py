@@ -92,6 +92,14 @@ def _check_temperature(temperature: float) -> float:
     return 1.0 / t
 
 
+def _on(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``: unchanged when already there; else an asynchronous copy
+    (``non_blocking``), so a CPU layout or coefficient tensor given with CUDA logits costs a
+    host-to-device copy but no host synchronisation. The copy reads pageable host memory
+    before returning; a *pinned* source must not be modified until the stream has run it."""
+    return t if t.device == device else t.to(device, non_blocking=True)
+
+
 def _prepare_ids(logits, token_ids, active, impl, check_ids):
     """Validate ``token_ids`` and return them flat, int64, contiguous, in [0, V).
 
@@ -318,7 +326,7 @@ def sequence_logprobs(
     check_logits(logits)
     x_rows = logits.shape[0] * logits.shape[1] if logits.dim() == 3 else logits.shape[0]
     layout.check_against(x_rows)
-    span = layout.span.to(logits.device)
+    span = _on(layout.span, logits.device)
     active = span != IGNORED
     inv_temp = _check_temperature(temperature)
     name = resolve_impl(impl, logits.device)
@@ -328,7 +336,7 @@ def sequence_logprobs(
     logp, ent = _RowsFn.apply(
         logits, ids, span, inv_temp, bool(return_entropy), name, bool(inplace_backward)
     )
-    z, y = _SegSumFn.apply(logp, span, layout.cu_seqlens.to(logits.device), name)
+    z, y = _SegSumFn.apply(logp, span, _on(layout.cu_seqlens, logits.device), name)
     return SequenceLogprobs(z, y, logp, ent if return_entropy else None)
 
 
@@ -382,7 +390,7 @@ def _as_coefs(pair, B, device, dtype):
         )
     out = []
     for name, c in zip(("coef_z", "coef_y"), pair, strict=True):
-        c = torch.as_tensor(c, device=device).detach()
+        c = _on(torch.as_tensor(c), device).detach()
         if c.shape != (B,):
             raise ValueError(f"{name} must have shape [B] = [{B}], got {tuple(c.shape)}")
         if not c.is_floating_point():
@@ -538,7 +546,7 @@ def fused_sequence_loss(
     check_logits(logits)
     x_rows = logits.shape[0] * logits.shape[1] if logits.dim() == 3 else logits.shape[0]
     layout.check_against(x_rows)
-    span = layout.span.to(logits.device)
+    span = _on(layout.span, logits.device)
     active = span != IGNORED
     inv_temp = _check_temperature(temperature)
     norm = float(normalizer)
@@ -556,7 +564,7 @@ def fused_sequence_loss(
         logits,
         ids,
         span,
-        layout.cu_seqlens.to(logits.device),
+        _on(layout.cu_seqlens, logits.device),
         coefficients,
         norm,
         inv_temp,

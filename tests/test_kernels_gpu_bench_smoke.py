@@ -67,6 +67,18 @@ def test_gpu_bench_smoke(tmp_path):
     kinds = {c["kind"] for c in cases if c["status"] == "ok"}
     assert {"fwd", "fused", "kernel_fwd", "kernel_fused", "two_pass", "rows", "noncontig", "long",
             "naive_fwd", "naive_fused", "copy"} <= kinds  # fmt: skip
+    assert {"same_bits", "sync_debug"} <= kinds
+    (sb,) = [c for c in cases if c["kind"] == "same_bits"]
+    names = [k["check"] for k in sb["checks"]]
+    assert "split max_spin=0 == split_2pass (bitwise: logp, grad)" in names
+    assert "multi max_spin=0: waits timed out (the recompute ran)" in names
+    assert sb["timeouts_by_run"]["split max_spin=0"] > 0 and sb["ran_as"] == {"split": "split"}
+    (sd,) = [c for c in cases if c["kind"] == "sync_debug"]
+    assert any("CPU layout and coefficients" in k["check"] for k in sd["checks"])
+    for c in cases:
+        if c["kind"] == "kernel_fused" or (c["kind"] == "fused" and c["status"] == "ok"
+                                           and c["variant"] is not None):  # fmt: skip
+            assert c["ran_as"] == c["variant"] and isinstance(c["timeouts"], int), c["name"]
     assert any(c["inplace"] for c in cases if c["status"] == "ok")
     assert any(c["mode"] == "likelihood" for c in cases if c["status"] == "ok")
     checks = [k["check"] for c in cases for k in c.get("checks", [])]
@@ -238,6 +250,24 @@ def test_write_dispatch_refuses_incomplete_runs(tmp_path, capsys):
     res.write_text(json.dumps(_result(_complete(times), smoke=True)))
     with pytest.raises(ValueError, match="smoke"):
         bench_run.write_dispatch(str(res), str(dst))
+
+
+def test_split_fallback_and_sync_helpers():
+    """The launcher's split -> split_2pass rule (more chunks per row than SMs), the bench's
+    record of it, and the sync guard (a no-op off CUDA)."""
+    from kernels.triton import fused_split, split_falls_back
+
+    bv = 1024
+    V = 151936  # 149 chunks of 1024
+    assert fused_split.split_max_chunks(V, bv) == 149
+    assert split_falls_back(V, 132, bv) and not split_falls_back(V, 149, bv)
+    assert not split_falls_back(V, None, bv)  # not a GPU: never
+    assert not split_falls_back(V, 132, 4096)  # 38 chunks
+    assert bench_run.ran_as("split", V, "cpu", bv) == "split"
+    assert bench_run.ran_as("multi", V, "cpu") == "multi"
+    assert bench_run.ran_as(None, V, "cpu") is None
+    with bench_run.sync_guard(False) as g:
+        assert g.prev is None
 
 
 def test_liger_wheel_loader(tmp_path):

@@ -47,6 +47,10 @@ KINDS = {
     "rows": "ours: token_logprobs on a small awkward shape, values, entropy and gradient",
     "noncontig": "ours: token_logprobs on a non-contiguous [B, T, V] view",
     "long": "ours: one sequence of 70000 tokens (no grid limit), sums and fused gradient",
+    "same_bits": "ours: at temperature 0.7, split and multi with every wait forced to time out "
+    "(max_spin=0), split_2pass and split falling back to it give the normal run's bits",
+    "sync_debug": "ours: every public entry point once, forward and backward, under "
+    "torch.cuda.set_sync_debug_mode('error') (any host sync raises; CPU: the calls only)",
 }
 
 #: kinds whose results are peers (recorded, never a failure of ours)
@@ -132,6 +136,10 @@ class Profile:
     long: tuple[int, int]
     #: non-contiguous view: (B, T, V)
     noncontig: tuple[int, int, int]
+    #: same-bits and sync-debug workload, and the split chunk width that makes split fall
+    #: back to split_2pass on the GPU (None: no fallback check)
+    same_bits: Workload = Workload(2, 2, 37, masked_tail=0, answer_len=1, temperature=0.7)
+    fallback_block_v: int | None = None
 
 
 PROFILES = {
@@ -147,6 +155,9 @@ PROFILES = {
         ),
         long=(70000, 1024),
         noncontig=(6, 4, 301),
+        # V = 151936: 38 chunks of 4096 (split proper); of 1024, 149 > the SMs of an H100/H200
+        same_bits=Workload(4, 256, 151936, masked_tail=16, temperature=0.7),
+        fallback_block_v=1024,
     ),
     # every program costs ~0.1 s under the interpreter: 2 sequences of 2 tokens (+1 ignored
     # position), V = 37 = one full 32-wide interpreter block and a partial one
@@ -205,6 +216,12 @@ def build_cases(profile: Profile, variants: tuple[str, ...], default_variant=Non
     lt, lv = profile.long
     add(Case(f"one sequence of {lt} tokens", "long", None, time=False, est_s=5,
              params={"T": lt, "V": lv, "autotune": False}))  # fmt: skip
+    sb = profile.same_bits
+    add(Case(f"same bits at tau={sb.temperature}: forced timeouts, split_2pass, fallback",
+             "same_bits", sb, time=False, est_s=6,
+             params={"autotune": False, "fallback_block_v": profile.fallback_block_v}))  # fmt: skip
+    add(Case("no host sync: public entry points under set_sync_debug_mode('error')",
+             "sync_debug", sb, time=False, est_s=8, params={"autotune": False}))  # fmt: skip
 
     # 3. in place, likelihood mode, kernels alone, two-pass, naive torch
     for w in profile.timing:

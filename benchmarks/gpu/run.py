@@ -647,6 +647,8 @@ class Runner:
         res, gx = call()
         gx = gx.clone() if case.inplace else gx
         row["timeouts"] = int(res.timeouts) if res.timeouts is not None else None
+        row["ran_as"] = ran_as(case.variant or row.get("variant_dispatched"), d.w.V,
+                               d.logits.device)  # fmt: skip
         checks = row.setdefault("checks", [])
         if case.check:
             self.fused_checks(row, d, case.mode, gx, res.logp_z, res.logp_y)
@@ -768,6 +770,10 @@ class Runner:
             call()
         logp, _, err = call()
         row["timeouts"] = int(err.sum())
+        row["ran_as"] = ran_as(case.variant, d.w.V, x3.device)
+        if not self.smoke:  # the interpreter runs programs one by one: its waits time out
+            row["checks"] = [{"check": "no cooperative wait timed out", "ok": not row["timeouts"],
+                              "timeouts": row["timeouts"]}]  # fmt: skip
         if case.check:
             gx = out3.clone()
             self.fused_checks(row, d, "verifier", gx, None, None)
@@ -776,6 +782,84 @@ class Runner:
             row["checks"].append(bitwise("repeatable (bitwise: grad)", [(gx, out3)]))
             del gx
         return self._spec(d, call, "fused")
+
+    def h_same_bits(self, case, row):
+        """split and multi with every wait forced to time out (``max_spin=0``: each program
+        recomputes its row's partials), split_2pass, and split at a chunk width that makes it
+        fall back to split_2pass: bitwise the normal runs' logp and gradient, at a temperature
+        != 1 (where FMA contraction would differ between the code paths)."""
+        import torch
+
+        from kernels import triton as kt
+
+        d = self.get_data(case.work)
+        x3, ids, span, g_tok = self._kernel_args(d)
+        inv = 1.0 / case.work.temperature
+
+        def go(variant, **kw):
+            out3 = torch.empty_like(x3)
+            logp, _, err = kt.fused_rows(x3, ids, span, g_tok, inv, False, out3, variant=variant,
+                                         **kw)  # fmt: skip
+            return logp, out3, int(err.sum())
+
+        checks = row.setdefault("checks", [])
+        timeouts = row.setdefault("timeouts_by_run", {})
+        for variant, ref_variant in (("split", "split_2pass"), ("multi", "multi")):
+            ref = go(ref_variant)
+            for label, kw in (("", {}), (" max_spin=0", {"max_spin": 0})):
+                if variant == ref_variant and not kw:
+                    continue  # multi against itself: only the forced timeouts
+                got = go(variant, **kw)
+                name = f"{variant}{label}"
+                timeouts[name] = got[2]
+                checks.append(bitwise(f"{name} == {ref_variant} (bitwise: logp, grad)",
+                                      [(got[0], ref[0]), (got[1], ref[1])]))  # fmt: skip
+                if kw:
+                    checks.append({"check": f"{name}: waits timed out (the recompute ran)",
+                                   "ok": got[2] > 0, "timeouts": got[2]})  # fmt: skip
+                del got
+            del ref
+        bv = case.params.get("fallback_block_v")
+        row["ran_as"] = {"split": ran_as("split", d.w.V, x3.device)}
+        if bv is not None:
+            key = f"split block_v={bv}"
+            row["ran_as"][key] = ran_as("split", d.w.V, x3.device, bv)
+            got, ref = go("split", block_v=bv), go("split_2pass", block_v=bv)
+            checks.append(bitwise(f"{key} ({row['ran_as'][key]}) == split_2pass (bitwise)",
+                                  [(got[0], ref[0]), (got[1], ref[1])]))  # fmt: skip
+        return None
+
+    def h_sync_debug(self, case, row):
+        """Each public entry point once, forward and backward, with the layout and the
+        coefficients on the logits' device and (second round) on the CPU, under
+        ``torch.cuda.set_sync_debug_mode("error")``: any host synchronisation raises. Warmed
+        up first (compiles). On CPU the calls run without the guard (nothing to observe)."""
+        import torch
+
+        d = self.get_data(case.work)
+        tau = case.work.temperature
+        calls = sync_debug_calls(d, tau)
+        if self.smoke:  # CI: the paths no other smoke case takes (interpreter calls are slow)
+            calls = [c for c in calls if "CPU" in c[0] or c[0] == "token_logprobs"]
+        else:
+            for _, fn in calls:  # warm-up: compiles, first-call allocations
+                fn()
+        checks = row.setdefault("checks", [])
+        if self.dev != "cuda":
+            row["note"] = "CPU: the calls ran; host syncs are only observable on CUDA"
+        for name, fn in calls:
+            try:
+                with sync_guard(self.dev == "cuda"):
+                    fn()
+                    if self.dev == "cuda":
+                        torch.cuda.current_stream().query()  # no sync: just poll
+                checks.append({"check": f"no host sync: {name}", "ok": True})
+            except RuntimeError as e:
+                checks.append({"check": f"no host sync: {name}", "ok": False,
+                               "error": str(e)[:400]})  # fmt: skip
+        if self.dev == "cuda":
+            torch.cuda.synchronize()
+        return None
 
     def h_two_pass(self, case, row):
         import torch
@@ -1192,6 +1276,97 @@ def _clean(o):
     if isinstance(o, (list, tuple)):
         return [_clean(v) for v in o]
     return o
+
+
+# ------------------------------------------------------------------------------- helpers
+def ran_as(variant, V, device, block_v=None):
+    """The variant the launcher actually runs: ``split`` runs as ``split_2pass`` when a row
+    may have more chunks than the GPU has SMs (``kernels.triton.split_falls_back``)."""
+    if variant != "split":
+        return variant
+    import torch
+
+    from kernels import triton as kt
+
+    dev = torch.device(device)
+    n_sm = None
+    if dev.type == "cuda":
+        n_sm = torch.cuda.get_device_properties(dev).multi_processor_count
+    return "split_2pass" if kt.split_falls_back(V, n_sm, block_v) else "split"
+
+
+class sync_guard:  # noqa: N801 (a context manager used as a function)
+    """``torch.cuda.set_sync_debug_mode("error")`` inside, the previous mode restored after;
+    a no-op when ``on`` is False (CPU)."""
+
+    def __init__(self, on: bool):
+        self.on, self.prev = on, None
+
+    def __enter__(self):
+        if self.on:
+            import torch
+
+            self.prev = torch.cuda.get_sync_debug_mode()
+            torch.cuda.set_sync_debug_mode("error")
+        return self
+
+    def __exit__(self, *exc):
+        if self.on:
+            import torch
+
+            torch.cuda.set_sync_debug_mode(self.prev)
+        return False
+
+
+def sync_debug_calls(d, tau) -> list:
+    """``(name, fn)``: every public entry point of ``kernels`` on workload ``d`` at temperature
+    ``tau``, forward and backward, with the layout and coefficients on the logits' device, then
+    on the CPU (moved without a sync: ``non_blocking``). Each ``fn`` builds fresh leaves."""
+    from kernels import (
+        FUSED_VARIANTS,
+        TokenLayout,
+        fused_sequence_loss,
+        sequence_logprobs,
+        token_logprobs,
+    )
+
+    dev = d.logits.device
+    cpu_layout = TokenLayout(cu_seqlens=d.layout.cu_seqlens.cpu(), span=d.layout.span.cpu())
+    on_dev = TokenLayout(cu_seqlens=d.layout.cu_seqlens.to(dev), span=d.layout.span.to(dev))
+    c_dev, c_cpu = d.c.to(dev), d.c.cpu()
+    base = d.logits.detach()
+
+    def leaf():
+        return base.clone().requires_grad_(True)
+
+    def tok():
+        x = leaf()
+        lp = token_logprobs(x, d.ids, temperature=tau, impl="triton")
+        lp.sum().backward()
+
+    def seq(lay, c):
+        def fn():
+            x = leaf()
+            o = sequence_logprobs(x, d.ids, lay, temperature=tau, impl="triton")
+            (-(c.to(dev) * (o.logp_z + o.logp_y)).sum()).backward()
+        return fn
+
+    def fused(lay, c, variant, inplace=False):
+        def fn():
+            x = leaf()
+            res = fused_sequence_loss(x, d.ids, lay, (c, c), normalizer=d.norm, temperature=tau,
+                                      impl="triton", variant=variant, inplace_grad=inplace)
+            res.loss.backward()
+        return fn
+
+    calls = [("token_logprobs", tok), ("sequence_logprobs", seq(on_dev, c_dev)),
+             ("sequence_logprobs, CPU layout", seq(cpu_layout, c_dev))]  # fmt: skip
+    for v in (None, *FUSED_VARIANTS):
+        calls.append((f"fused_sequence_loss variant={v}", fused(on_dev, c_dev, v)))
+    calls.append(("fused_sequence_loss in place", fused(on_dev, c_dev, None, True)))
+    calls.append(("fused_sequence_loss, CPU layout and coefficients",
+                  fused(cpu_layout, c_cpu, None)))  # fmt: skip
+    return calls
 
 
 # ------------------------------------------------------------------------------- dispatch

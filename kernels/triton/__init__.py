@@ -21,7 +21,7 @@ from ._common import INTERPRET, INTERPRET_BLOCK_V, autotune_enabled
 from .backward import backward_rows, scale_
 from .forward import SELECT_ACTIVE, SELECT_ALL, SELECT_ANSWER, forward_rows
 from .fused_row import launch_fused_row
-from .fused_split import launch_fused_split, programs_per_row
+from .fused_split import launch_fused_split, programs_per_row, split_falls_back
 from .segsum import SUM_BLOCK_T, segment_sums
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "programs_per_row",
     "scale_",
     "segment_sums",
+    "split_falls_back",
 ]
 
 

@@ -302,6 +302,21 @@ def split_blocks(V, block_v=None):
     return INTERPRET_BLOCK_V if INTERPRET else SPLIT_DEFAULT[0]
 
 
+def split_max_chunks(V: int, block_v=None) -> int:
+    """Most chunks per row ``split`` may use at vocabulary ``V``: ``cdiv(V, width)`` for a fixed
+    width (``block_v``, the interpreter's), else for the narrowest autotuned width."""
+    if block_v is not None or INTERPRET:
+        return triton.cdiv(V, split_blocks(V, block_v))
+    return triton.cdiv(V, min(b for b, _, _ in SPLIT_CONFIGS))
+
+
+def split_falls_back(V: int, n_sm, block_v=None) -> bool:
+    """True when ``split`` runs as ``split_2pass``: on a GPU with ``n_sm`` SMs (None: not a GPU,
+    never) a row may have more chunks (:func:`split_max_chunks`) than SMs, so its programs
+    might not all be resident at once and the cooperative wait could not be guaranteed."""
+    return n_sm is not None and split_max_chunks(V, block_v) > int(n_sm)
+
+
 def launch_fused_split(x3, ids, span, g_tok, lse_in, inv_temp, logp, ent, out3, err, *,
                        with_entropy, variant, block_v=None, nprog=None,
                        max_spin=None):  # fmt: skip
@@ -319,10 +334,7 @@ def launch_fused_split(x3, ids, span, g_tok, lse_in, inv_temp, logp, ent, out3, 
     inplace = out3.data_ptr() == x3.data_ptr()
     hold = variant != "multi"
     if hold:
-        if block_v is not None or INTERPRET:
-            nmax = triton.cdiv(V, split_blocks(V, block_v))
-        else:  # any tuned chunk width: size the scratch for the narrowest
-            nmax = triton.cdiv(V, min(b for b, _, _ in SPLIT_CONFIGS))
+        nmax = split_max_chunks(V, block_v)
         P = 0  # derived in the kernel from BLOCK_V
     else:
         P = int(nprog) if nprog is not None else programs_per_row(V)
@@ -330,7 +342,8 @@ def launch_fused_split(x3, ids, span, g_tok, lse_in, inv_temp, logp, ent, out3, 
             raise ValueError(f"nprog must be in [1, 64], got {P}")
         nmax = P
     coop = variant in ("split", "multi")
-    if variant == "split" and dev.type == "cuda" and nmax > _sm_count(dev):
+    if variant == "split" and split_falls_back(V, _sm_count(dev) if dev.type == "cuda" else None,
+                                               block_v):  # fmt: skip
         coop = False  # a row's chunks might not all be resident at once: two launches
         variant = "split_2pass"
     if coop and INTERPRET and inplace:
