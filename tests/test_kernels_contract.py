@@ -95,6 +95,25 @@ def test_no_host_sync_on_the_triton_path():
     assert mode.calls == [], mode.calls
 
 
+def test_inputs_moved_to_the_logits_device_without_blocking():
+    """A tensor already on the device is used as is (no copy); one elsewhere is copied with
+    ``non_blocking`` (checked here through the call ``Tensor.to`` receives)."""
+    from kernels.ops import _on
+
+    t = torch.arange(3)
+    assert _on(t, t.device) is t
+    seen = {}
+
+    class Probe(torch.Tensor):
+        def to(self, *args, **kwargs):
+            seen.update(kwargs, args=args)
+            return torch.Tensor.to(self, "cpu")
+
+    p = torch.arange(3).as_subclass(Probe)
+    _on(p, torch.device("meta"))
+    assert seen == {"non_blocking": True, "args": (torch.device("meta"),)}
+
+
 def test_sync_counter_counts():
     """The counter sees the syncs it is meant to see (so the test above can fail)."""
     x, ids, rat, ans = _batch()
