@@ -218,6 +218,7 @@ def gd_escape(model, theta0, q, eta, max_steps, delta=0.5):
 
 
 def _gd_loop_plain(model, th, et, q, delta, max_steps, active, steps, censored):
+    """GD steps for the rows ``active`` (params ``th``, steps ``et``); fills steps/censored."""
     for t in range(max_steps):
         if not active.size:
             return
@@ -232,6 +233,7 @@ def _gd_loop_plain(model, th, et, q, delta, max_steps, active, steps, censored):
 
 
 def _gd_loop_fused(model, th, et, q, delta, max_steps, active, steps, censored):
+    """As :func:`_gd_loop_plain`, one ``model.terms`` call a step (monitor read off its P)."""
     if not active.size:
         return
     weights, P, dP = model.terms(th)
