@@ -17,6 +17,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import torch
@@ -39,13 +40,21 @@ def _to_i64(v: int) -> int:
 
 def _lsr(x: torch.Tensor, s: int) -> torch.Tensor:
     """Logical right shift of int64 (torch's >> is arithmetic)."""
-    return (x >> s) & ((1 << (64 - s)) - 1)
+    return (x >> s).bitwise_and_((1 << (64 - s)) - 1)
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
-    x = (x ^ _lsr(x, 30)) * _C1
-    x = (x ^ _lsr(x, 27)) * _C2
-    return x ^ _lsr(x, 31)
+    """splitmix64's finaliser. In place on ``x`` (the callers pass temporaries): the simulators
+    call it twice per training step, where allocations, not arithmetic, set the cost."""
+    x.bitwise_xor_(_lsr(x, 30)).mul_(_C1)
+    x.bitwise_xor_(_lsr(x, 27)).mul_(_C2)
+    return x.bitwise_xor_(_lsr(x, 31))
+
+
+@functools.lru_cache(maxsize=64)
+def _offsets(n: int, device: torch.device) -> torch.Tensor:
+    """(j + 1)·golden for j < n, shape [1, n]: the per-index counters (read-only, cached)."""
+    return ((torch.arange(n, dtype=torch.int64, device=device) + 1) * _GOLDEN)[None, :]
 
 
 def counter_uniform(keys: torch.Tensor, step: int, n: int) -> torch.Tensor:
@@ -60,10 +69,9 @@ def counter_uniform(keys: torch.Tensor, step: int, n: int) -> torch.Tensor:
         raise TypeError(f"keys must be a 1-d int64 tensor, got {keys.dtype} {tuple(keys.shape)}")
     if step < 0 or n < 1:
         raise ValueError(f"need step >= 0 and n >= 1, got step={step}, n={n}")
-    idx = torch.arange(n, dtype=torch.int64, device=keys.device)
     base = _mix(keys * _GOLDEN + _to_i64(step * _STEP_MULT))
-    x = _mix(base[:, None] + (idx[None, :] + 1) * _GOLDEN)
-    return _lsr(x, 11).to(torch.float64) * (2.0**-53)
+    x = _mix(base[:, None] + _offsets(n, keys.device))
+    return _lsr(x, 11).to(torch.float64).mul_(2.0**-53)
 
 
 def row_key(*parts: object) -> int:
