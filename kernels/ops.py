@@ -345,10 +345,6 @@ def sequence_logprobs(
 # --------------------------------------------------------------------------------------------
 CoefficientRule = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
-#: kept for backward compatibility: the largest V for which the default is "row" (the dispatch
-#: table of :mod:`kernels.dispatch` now decides; its first row is (65536, "row"))
-ROW_VARIANT_MAX_V = 65536
-
 
 class FusedLoss(NamedTuple):
     """Output of :func:`fused_sequence_loss` (all but ``loss`` detached)."""
