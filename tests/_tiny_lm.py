@@ -20,22 +20,7 @@ SPECIALS = ("<pad>", "<eos>", "<unk>")
 
 def char_tokenizer():
     """A character-level fast tokenizer: ids 0..2 are <pad>, <eos>, <unk>; then CHARS."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
-    for ch in CHARS:
-        vocab[ch] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<pad>",
-        eos_token="<eos>",
-        unk_token="<unk>",
-        padding_side="left",
-    )
+    return merged_tokenizer(merges=())
 
 
 def merged_tokenizer(merges=(" #", "#4")):

@@ -109,12 +109,13 @@ def run_sampled(
 ) -> list[dict]:
     """Run every seed of every setting in one :func:`sims.sampled.train_sampled` call.
 
-    Per-row q and learning rate; each row is censored at its own setting's budget (a row's
+    Per-row q, learning rate and (if the settings carry ``adam_eps``/``adam_betas``) Adam's ε;
+    each row is censored at its own setting's budget (a row's
     trajectory does not depend on the batch, so running it longer changes nothing before).
     """
     s0 = settings[0]
     model = model_of(s0)
-    thetas, keys, qs, lrs, budgets, owner = [], [], [], [], [], []
+    thetas, keys, qs, lrs, epss, budgets, owner = [], [], [], [], [], [], []
     for j, s in enumerate(settings):
         th0 = init_of(model, s)
         n = s["n_seeds"]
@@ -122,9 +123,15 @@ def run_sampled(
         keys.append(seed_keys(experiment, version, s))
         qs += [s["q"]] * n
         lrs += [s["lr"]] * n
+        epss += [s.get("adam_eps")] * n
         budgets += [s["budget"]] * n
         owner += [j] * n
     budgets = np.array(budgets, dtype=np.int64)
+    # Adam's ε and β per setting when the settings carry them; otherwise train_sampled's
+    # defaults (a scalar ε keeps the default path bit-identical).
+    adam = {}
+    if "adam_eps" in s0:
+        adam = {"adam_eps": np.array(epss), "adam_betas": tuple(s0["adam_betas"])}
     run = train_sampled(
         model,
         np.concatenate(thetas),
@@ -134,8 +141,9 @@ def run_sampled(
         lr=np.array(lrs),
         estimator=s0["estimator"],
         mode=s0["mode"],
-        paper_normalization=s0["paper_normalization"],
+        paper_normalization=s0.get("paper_normalization", False),
         optimizer=s0["optimizer"],
+        **adam,
         max_steps=int(budgets.max()),
         delta=s0.get("delta", 0.5),
         record_steps=record_steps,

@@ -35,9 +35,8 @@ import math
 import numpy as np
 
 from ..analysis import escape_summary
-from ..sampled import train_sampled
 from . import Experiment
-from ._common import fmt_p, model_of, seed_keys
+from ._common import fmt_p, model_of, run_sampled
 
 __all__ = [
     "predicted_q_star",
@@ -319,46 +318,17 @@ def _run_exact(batch: list[dict]) -> list[dict]:
 
 
 def _run_sampled(batch: list[dict]) -> list[dict]:
-    s0 = batch[0]
-    model = model_of(s0)
-    thetas, keys, qs, lrs, epss, budgets, owner = [], [], [], [], [], [], []
-    for j, s in enumerate(batch):
-        n = s["n_seeds"]
-        thetas.append(np.tile(model.init(s["p0"]), (n, 1)))
-        keys.append(seed_keys(NAME, VERSION, s))
-        qs += [s["q"]] * n
-        lrs += [s["lr"]] * n
-        epss += [s["adam_eps"]] * n
-        budgets += [s["budget"]] * n
-        owner += [j] * n
-    budgets = np.array(budgets, dtype=np.int64)
-    run = train_sampled(
-        model,
-        np.concatenate(thetas),
-        np.concatenate(keys),
-        q=np.array(qs),
-        M=s0["M"],
-        lr=np.array(lrs),
-        estimator=s0["estimator"],
-        mode=s0["mode"],
-        optimizer="adam",
-        adam_eps=np.array(epss),
-        adam_betas=tuple(s0["adam_betas"]),
-        max_steps=int(budgets.max()),
-        delta=s0["delta"],
-    )
-    owner = np.array(owner)
-    over = run.steps > budgets
-    steps, cens = np.where(over, budgets, run.steps), run.censored | over
+    """The sampled runs through the shared runner of :mod:`sims.experiments._common` (per-row
+    q, lr and ε), keeping escape steps, censoring, p0 and the score scale s of each setting."""
+    model = model_of(batch[0])
     out = []
-    for j, s in enumerate(batch):
-        rows = owner == j
+    for s, res in zip(batch, run_sampled(NAME, VERSION, batch), strict=True):
         th0 = model.init(s["p0"])
         out.append(
             {
-                "steps": steps[rows],
-                "censored": cens[rows],
-                "p0_actual": np.array(float(model.monitor(th0))),
+                "steps": res["steps"],
+                "censored": res["censored"],
+                "p0_actual": res["p0_actual"],
                 "score_scale": np.array(score_scale(model, th0)),
             }
         )
