@@ -14,4 +14,5 @@ FIGURES = (
     "grpo_q_axis",
     "adam_threshold",
     "lm_cold_start",
+    "table1",
 )

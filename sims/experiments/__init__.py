@@ -38,11 +38,12 @@ def _registry() -> dict[str, Experiment]:
         label_noise,
         lm_cold_start,
         sampled_escape,
+        table1,
         training_curves,
     )
 
     mods = (escape_time, sampled_escape, training_curves, label_noise, estimator_bias, grpo_q_axis)
-    mods += (adam_threshold, lm_cold_start)
+    mods += (adam_threshold, lm_cold_start, table1)
     return {m.EXPERIMENT.name: m.EXPERIMENT for m in mods}
 
 

@@ -1,0 +1,306 @@
+r"""Table 1 in miniature: a cold start on k-hop questions, held-out evaluation.
+
+The task (:mod:`sims.table1_task`): k-hop lookups over a random permutation of ``n`` entities,
+the answer in a separate alphabet, a quarter of the start entities held out.  The base model
+(:mod:`sims.table1_model`): a small Qwen2 pre-trained here on the single facts, free chains and
+the output format at k <= 2 hops (cached under ``$TSALLIS_TABLE1_BASE`` or ``results/``).  RL
+(:mod:`sims.table1_engine`): the trainer's J_Q step (``TsallisGRPOTrainer``'s loss, estimator
+and optimiser) at k = ``hops``, G prompts × M completions per step, Adam, a fixed number of
+steps; held-out and training questions evaluated every ``eval_every`` steps by sampling
+``eval_k`` completions per question (pass@1, majority@k, the teacher-forced P and its
+format/content split).
+
+Methods (the rows of the paper's Table 1): GRPO and Dr. GRPO (verifier mode, exact match),
+GARL-RLOO at q ∈ {0, .25, .5, .75, 1} and PAFT at q = .75 (likelihood mode), the SFT→RLVR
+schedule (q = 1 for ``SFT_STEPS`` steps, then q = 0), and the adaptive q of
+:func:`sims.table1_engine.adaptive_q`; each with and without label noise.
+
+A setting is one (method, label noise) with ``n_seeds`` seeds; seed i of a setting is keyed by
+(experiment, setting id, seed + i), not by the cache hash.  The ``base`` part measures p0 of
+the base model on training and held-out questions with many samples.
+
+Escape = the first step whose batch P̂ (mean teacher-forced gold-answer probability after the
+sampled rationales) reaches ``DELTA``; ``escape_step`` is None when it never does.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+
+import numpy as np
+import torch
+
+from ..rng import row_key
+from ..table1_engine import evaluate, train_run
+from ..table1_model import BaseSpec, base_model
+from ..table1_task import World, gold_answer, noisy_answers
+from . import Experiment
+
+NAME = "table1"
+VERSION = 1
+DELTA = 0.5
+SFT_STEPS = 10
+#: (method label, estimator, mode, q, schedule)
+METHODS = (
+    ("GRPO", "grpo", "verifier", None, None),
+    ("Dr. GRPO", "dr_grpo", "verifier", None, None),
+    *((f"GARL q={q:g}", "garl_rloo", "likelihood", q, None) for q in (0.0, 0.25, 0.5, 0.75, 1.0)),
+    ("PAFT q=0.75", "paft", "likelihood", 0.75, None),
+    ("SFT->RLVR", "garl_rloo", "likelihood", 0.0, {"sft_steps": SFT_STEPS}),
+    ("adaptive q", "garl_rloo", "likelihood", None, "adaptive"),
+)
+
+
+def _preset(quick: bool) -> dict:
+    if quick:
+        return {
+            "world": {"n_entities": 32, "hops": 3, "answer_len": 1, "n_heldout": 8},
+            "base": {"hidden": 48, "layers": 2, "heads": 4, "kv_heads": 2, "mlp": 4,
+                     "steps": 400, "batch": 128, "lr": 3e-3},  # fmt: skip
+            "methods": ("GRPO", "GARL q=0.75", "GARL q=1"),
+            "noise": (0.0,),
+            "seeds": 1,
+            "steps": 30,
+            "G": 8,
+            "M": 8,
+            "eval_every": 15,
+            "eval_k": 8,
+            "base_k": 16,
+        }
+    return {
+        "world": {"n_entities": 64, "hops": 3, "answer_len": 1, "n_heldout": 16},
+        "base": {"hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "mlp": 4, "steps": 1500,
+                 "batch": 128, "lr": 3e-3},  # fmt: skip
+        "methods": tuple(m[0] for m in METHODS),
+        "noise": (0.0, 0.2),
+        "seeds": 3,
+        "steps": 150,
+        "G": 8,
+        "M": 8,
+        "eval_every": 25,
+        "eval_k": 8,
+        "base_k": 64,
+    }
+
+
+def _slug(label: str) -> str:
+    return label.lower().replace(". ", "_").replace(" ", "_").replace("->", "-")
+
+
+def settings(quick: bool) -> list[dict]:
+    p = _preset(quick)
+    common = {
+        "experiment": NAME, "world": p["world"], "base": p["base"], "G": p["G"], "M": p["M"],
+        "lr": 1e-3, "adam_eps": 1e-8, "steps": p["steps"], "eval_every": p["eval_every"],
+        "eval_k": p["eval_k"], "max_new": p["world"]["hops"] + p["world"]["answer_len"] + 4,
+        "delta": DELTA, "adaptive_margin": 2.0, "seed": 0,
+    }  # fmt: skip
+    out = [{**common, "part": "base", "method": "base", "estimator": None, "mode": None,
+            "q": None, "schedule": None, "label_noise": 0.0, "n_seeds": 1,
+            "eval_k": p["base_k"], "id": f"{NAME}/base"}]  # fmt: skip
+    for label, est, mode, q, sched in METHODS:
+        if label not in p["methods"]:
+            continue
+        for noise in p["noise"]:
+            out.append({
+                **common, "part": "rl", "method": label, "estimator": est, "mode": mode,
+                "q": q, "schedule": sched, "label_noise": noise, "n_seeds": p["seeds"],
+                "id": f"{NAME}/{_slug(label)}/noise={noise:g}",
+            })  # fmt: skip
+    return out
+
+
+def batch_key(s: dict) -> tuple:
+    """Each setting is a batch of its own (committed as soon as its seeds finish)."""
+    return (s["id"],)
+
+
+def _root() -> str:
+    return os.environ.get("TSALLIS_TABLE1_BASE", "results")
+
+
+def _base(s: dict):
+    world = World(**s["world"])
+    model, tok, info = base_model(world, BaseSpec(**s["base"]), root=_root())
+    return world, model, tok, info
+
+
+def run_batch(batch: list[dict]) -> list[dict]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return [_run_setting(s) for s in batch]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_setting(s: dict) -> dict:
+    world, base, tok, _info = _base(s)
+    clean = {a: gold_answer(world, a) for a in range(world.n_entities)}
+    if s["part"] == "base":
+        return _measure_base(s, world, base, tok, clean)
+    per_seed = []
+    for i in range(s["n_seeds"]):
+        key = row_key(NAME, s["id"], s["seed"] + i)
+        labels = {**clean, **noisy_answers(world, s["label_noise"], seed=s["seed"] + i)}
+        model = copy.deepcopy(base)
+        per_seed.append(train_run(model, tok, world, s, key, labels, clean))
+    return {k: np.stack([r[k] for r in per_seed]) for k in per_seed[0]}
+
+
+def _measure_base(s, world, model, tok, clean) -> dict:
+    """p0 and its split on train / held-out questions: per question, log P̂, log F̂ from
+    ``eval_k`` sampled rationales (for a bootstrap over questions)."""
+    out = {}
+    for split, starts in (("train", world.train), ("heldout", world.heldout)):
+        lp, lf, p1, mj = [], [], [], []
+        for a in starts:
+            g = torch.Generator().manual_seed(row_key(NAME, s["id"], split, a) & (2**63 - 1))
+            r = evaluate(model, tok, world, [a], clean, k=s["eval_k"], max_new=s["max_new"],
+                         generator=g)  # fmt: skip
+            lp.append(r["log_p"])
+            lf.append(r["log_f"])
+            p1.append(r["pass_at_1"])
+            mj.append(r["majority_at_k"])
+        out[f"{split}_log_p"] = np.array(lp)
+        out[f"{split}_log_f"] = np.array(lf)
+        out[f"{split}_pass_at_1"] = np.array(p1)
+        out[f"{split}_majority_at_k"] = np.array(mj)
+    return out
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def _log_mean_exp(x) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    m = x.max()
+    return float(m + np.log(np.mean(np.exp(x - m))))
+
+
+def bootstrap_ci(x, stat, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95):
+    """Percentile bootstrap CI of ``stat`` over the entries of ``x`` (resampled with
+    replacement): (lo, hi).  A single entry gives (stat, stat)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size <= 1:
+        v = float(stat(x))
+        return v, v
+    rng = np.random.default_rng(seed)
+    vals = np.array([stat(x[rng.integers(0, x.size, x.size)]) for _ in range(n_boot)])
+    a = (1 - level) / 2
+    return float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
+
+
+def t_ci(x, level: float = 0.95):
+    """Mean and Student-t CI over seeds: (mean, lo, hi); one seed gives (x, nan, nan)."""
+    from scipy import stats
+
+    x = np.asarray(x, dtype=np.float64)
+    m = float(x.mean())
+    if x.size < 2:
+        return m, math.nan, math.nan
+    h = float(stats.t.ppf((1 + level) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return m, m - h, m + h
+
+
+def _base_records(r: dict, chance: float) -> list[dict]:
+    recs = []
+    for split in ("train", "heldout"):
+        lp, lf = r[f"{split}_log_p"], r[f"{split}_log_f"]
+        p0 = math.exp(_log_mean_exp(lp))
+        f0 = math.exp(_log_mean_exp(lf))
+        lo, hi = bootstrap_ci(lp, lambda v: _log_mean_exp(v))
+        recs.append({
+            "experiment": NAME, "part": "base", "split": split, "p0": p0,
+            "p0_ci": [math.exp(lo), math.exp(hi)], "F0": f0, "C0": p0 / f0,
+            "content_chance": chance, "n_questions": int(lp.size),
+            "samples_per_question": int(r["eval_k"]),
+            "pass_at_1": float(np.mean(r[f"{split}_pass_at_1"])),
+            "majority_at_k": float(np.mean(r[f"{split}_majority_at_k"])),
+        })  # fmt: skip
+    return recs
+
+
+def analyze(table: list[dict]) -> list[dict]:
+    """Records: ``base`` (p0, its CI and F/C split per split), ``run`` (one per seed: final
+    held-out/training metrics, escape step, stalled fraction, curves) and ``summary`` (one per
+    method and noise: mean and t-CI over seeds of the final held-out metrics)."""
+    recs: list[dict] = []
+    p0_of = {}
+    for r in table:
+        if r["part"] == "base":
+            chance = float(r["world"]["n_entities"]) ** (-r["world"]["answer_len"])
+            b = _base_records(r, chance)
+            recs += b
+            p0_of = {x["split"]: x["p0"] for x in b}
+    for r in table:
+        if r["part"] != "rl":
+            continue
+        n = r["n_seeds"]
+        steps = [int(x) for x in np.asarray(r["eval_steps"])[0]]
+        runs = []
+        for i in range(n):
+            esc = int(np.asarray(r["escape_step"])[i])
+
+            def ev(name, i=i):
+                return [float(x) for x in np.asarray(r[f"eval_{name}"])[i]]
+
+            stalled = np.asarray(r["step_frac_stalled"])[i]
+            rec = {
+                "experiment": NAME, "part": "run", "method": r["method"],
+                "estimator": r["estimator"], "mode": r["mode"], "q": r["q"],
+                "schedule": r["schedule"], "label_noise": r["label_noise"],
+                "seed": r["seed"] + i, "p0": p0_of.get("train"),
+                "p0_run": math.exp(ev("train_log_p")[0]),
+                "heldout_pass_at_1": ev("heldout_pass_at_1")[-1],
+                "heldout_majority_at_k": ev("heldout_majority_at_k")[-1],
+                "train_pass_at_1": ev("train_pass_at_1")[-1],
+                "train_pass_at_1_clean": ev("train_pass_at_1_clean")[-1],
+                "heldout_log10_C": ev("heldout_log_c")[-1] / math.log(10),
+                "heldout_log10_F": ev("heldout_log_f")[-1] / math.log(10),
+                "heldout_chain_written": ev("heldout_chain_written")[-1],
+                "escape_step": None if esc < 0 else esc,
+                "frac_stalled_first10": float(np.mean(stalled[:10])),
+                "frac_stalled_mean": float(np.mean(stalled)),
+                "final_train_log10_P": float(np.asarray(r["step_log_p"])[i][-1] / math.log(10)),
+                "k": int(r["eval_k"]), "steps": int(r["steps"]),
+                "curves": {
+                    "eval_step": steps,
+                    "heldout_majority_at_k": ev("heldout_majority_at_k"),
+                    "heldout_pass_at_1": ev("heldout_pass_at_1"),
+                    "train_pass_at_1": ev("train_pass_at_1"),
+                    "train_log10_P": [float(x) / math.log(10) for x in
+                                      np.asarray(r["step_log_p"])[i]],
+                    "frac_stalled": [float(x) for x in stalled],
+                    "q": [float(x) for x in np.asarray(r["step_q"])[i]],
+                },
+            }  # fmt: skip
+            runs.append(rec)
+        recs += runs
+        summ = {"experiment": NAME, "part": "summary", "method": r["method"],
+                "estimator": r["estimator"], "mode": r["mode"], "q": r["q"],
+                "label_noise": r["label_noise"], "n_seeds": n,
+                "n_escaped": sum(x["escape_step"] is not None for x in runs)}  # fmt: skip
+        for name in ("heldout_majority_at_k", "heldout_pass_at_1", "train_pass_at_1",
+                     "train_pass_at_1_clean", "frac_stalled_mean"):  # fmt: skip
+            m, lo, hi = t_ci([x[name] for x in runs])
+            summ[name] = m
+            summ[f"{name}_ci"] = [lo, hi]
+            summ[f"{name}_seeds"] = [x[name] for x in runs]
+        recs.append(summ)
+    return recs
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    description="Table 1 in miniature: k-hop questions over a synthetic world, a pre-trained "
+    "Qwen2 base model, GRPO / Dr. GRPO / GARL-RLOO q-grid / PAFT / SFT->RLVR / adaptive q "
+    "through the trainer's J_Q step, held-out majority@k and pass@1, with and without label noise",
+    version=VERSION,
+    settings=settings,
+    batch_key=batch_key,
+    run_batch=run_batch,
+    analyze=analyze,
+)

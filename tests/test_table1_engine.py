@@ -1,0 +1,173 @@
+"""The Table-1 engine's step is the trainer's step: on the batch TsallisGRPOTrainer sampled, the
+engine's loss (sims.table1_engine.batch_loss) has the gradient the trainer handed its optimiser,
+in both modes; plus the pieces (rows, adaptive q, evaluation) on small cases."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from datasets import Dataset  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+from sims.table1_engine import (  # noqa: E402
+    Batch,
+    adaptive_q,
+    batch_loss,
+    evaluate,
+    likelihood_rows,
+)
+from sims.table1_model import BaseSpec, encode_words, pretrain, sample  # noqa: E402
+from sims.table1_task import World, gold_answer, question_words  # noqa: E402
+from tsallis.integrations.trl import TsallisGRPOConfig, TsallisGRPOTrainer  # noqa: E402
+
+WORLD = World(n_entities=6, hops=1, n_heldout=1, prefix_len=1, n_fillers=2)
+M = 4
+
+
+@pytest.fixture(scope="module")
+def base():
+    """A briefly pre-trained base model: it answers some 1-hop questions, not all, so both
+    modes see mixed weights and rewards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model, tok, _ = pretrain(WORLD, BaseSpec(hidden=16, layers=1, heads=2, kv_heads=1, mlp=2,
+                                             steps=60, batch=64, lr=1e-2))  # fmt: skip
+    yield model, tok
+    torch.set_num_threads(n)
+
+
+class _Capture(TsallisGRPOTrainer):
+    def __init__(self, *a, **kw):
+        self.captured = []
+        super().__init__(*a, **kw)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        ids = [list(map(int, c)) for c in completion_ids_list]
+        self.captured.append((list(prompts), ids, [dict(x) for x in inputs]))
+        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+
+
+class _Grads(TrainerCallback):
+    def __init__(self):
+        self.grads = []
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters()
+                           if p.grad is not None})  # fmt: skip
+
+
+def _dataset():
+    starts = list(WORLD.train) * 2
+    return Dataset.from_dict({
+        "prompt": [" ".join(question_words(WORLD, a)) for a in starts],
+        "answer": [" ".join(f"A{x}" for x in gold_answer(WORLD, a)) for a in starts],
+    })  # fmt: skip
+
+
+def _trainer_step(tmp_path, model, tok, mode, estimator, q):
+    from tsallis.integrations.trl import answer_match_reward
+
+    args = TsallisGRPOConfig(
+        output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none",
+        save_strategy="no", per_device_train_batch_size=2 * M, num_generations=M,
+        max_completion_length=WORLD.hops + 4, max_steps=1, logging_steps=1, disable_tqdm=True,
+        optim="adamw_torch", learning_rate=1e-3, lr_scheduler_type="constant", weight_decay=0.0,
+        max_grad_norm=0.0, seed=3, q=q, estimator=estimator, mode=mode, answer_marker="=",
+        logprob_impl="torch", shuffle_dataset=False, temperature=1.0,
+    )  # fmt: skip
+    grads = _Grads()
+    tr = _Capture(model=model, reward_funcs=[answer_match_reward("=")], args=args,
+                  train_dataset=_dataset(), processing_class=tok, callbacks=[grads])  # fmt: skip
+    tr.train()
+    return tr.captured[0], grads.grads[0]
+
+
+@pytest.mark.parametrize(("mode", "estimator", "q"), [("likelihood", "garl_rloo", 0.75),
+                                                      ("verifier", "grpo", 0.0)])
+def test_engine_loss_has_the_trainers_gradient(tmp_path, base, mode, estimator, q):
+    model0, tok = base
+    (prompts, comps, examples), want = _trainer_step(tmp_path, copy.deepcopy(model0), tok,
+                                                     mode, estimator, q)  # fmt: skip
+    K = max(len(c) for c in comps)
+    comp = torch.full((len(comps), K), tok.pad_token_id, dtype=torch.long)
+    for b, c in enumerate(comps):
+        comp[b, : len(c)] = torch.tensor(c)
+    prompt_ids = torch.tensor([tok(p, add_special_tokens=False)["input_ids"] for p in prompts])
+    answers = [tok(e["answer"], add_special_tokens=False)["input_ids"] for e in examples]
+    marker = encode_words(tok, [["="]])[0]
+    rows = likelihood_rows(comp, answers, marker, {tok.eos_token_id, tok.pad_token_id},
+                           tok.pad_token_id)  # fmt: skip
+    from sims.table1_engine import _answer_text_match
+
+    rewards = _answer_text_match(tok, comp, [e["answer"] for e in examples])
+    if mode == "verifier":
+        assert 0 < float(rewards.sum()) < len(comps), "the test needs mixed rewards"
+    batch = Batch(prompt_ids, comp, answers, rewards, rows if mode == "likelihood" else None)
+    model = copy.deepcopy(model0)
+    model.train()
+    loss, coefs, _ = batch_loss(model, batch, q, estimator=estimator, mode=mode, M=M,
+                                eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)  # fmt: skip
+    loss.backward()
+    scale = max(float(g.abs().max()) for g in want.values())
+    assert scale > 0
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, want[n], atol=1e-4 * scale, rtol=1e-3, msg=n)
+
+
+def test_likelihood_rows_cut_and_spans():
+    eos, pad = 1, 0
+    comp = torch.tensor([[5, 6, 9, 7, eos], [5, eos, pad, pad, pad], [5, 6, 5, 6, 5]])
+    rows = likelihood_rows(comp, [[30], [31], [32]], [9], {eos, pad}, pad)
+    assert rows.forced.tolist() == [False, True, True]
+    # the answer span ends with the gold answer token; the rationale span starts the row
+    for b, gold in enumerate((30, 31, 32)):
+        ids = rows.ids[b][rows.valid[b]].tolist()
+        assert ids[-1] == gold
+        assert rows.answer_mask[b].sum() >= 1
+        assert not (rows.rationale_mask[b] & rows.answer_mask[b]).any()
+        assert rows.ids[b][rows.rationale_mask[b]].tolist() == ids[: int(rows.rationale_len[b])]
+    assert rows.ids[0][rows.rationale_mask[0]].tolist()[:2] == [5, 6]
+    assert rows.rationale_len[2] == 5  # budget: every sampled token is rationale
+
+
+def test_adaptive_q_formula_and_limits():
+    eps, s, m = 1e-8, 0.5, 2.0
+    for log_p in (math.log(1e-3), math.log(1e-12), math.log(1e-30)):
+        q = adaptive_q(log_p, s, adam_eps=eps, margin=m)
+        want = min(1.0, max(0.0, 1 - math.log(eps * 10**m / s) / log_p))
+        assert q == pytest.approx(want)
+        if 0 < q < 1:  # the rule's defining property: P^(1-q)·s = ε·10^margin
+            assert math.exp((1 - q) * log_p) * s == pytest.approx(eps * 10**m, rel=1e-9)
+    qs = [adaptive_q(math.log(p), s, adam_eps=eps, margin=m) for p in (1e-40, 1e-20, 1e-8, 1e-2)]
+    assert qs == sorted(qs, reverse=True)  # smaller P -> larger q
+    assert adaptive_q(-1.0, math.nan, adam_eps=eps, margin=m) == 1.0  # no score yet
+    assert adaptive_q(0.0, s, adam_eps=eps, margin=m, q_min=0.1) == 0.1
+    assert adaptive_q(-math.inf, s, adam_eps=eps, margin=m) == 1.0
+
+
+def test_sampling_stops_at_eos_and_evaluation_is_consistent(base):
+    model, tok = base
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.tensor(encode_words(tok, [question_words(WORLD, a) for a in WORLD.train]))
+    comp = sample(model, prompt, 5, tok.eos_token_id, tok.pad_token_id, g)
+    for row in comp.tolist():
+        if tok.eos_token_id in row:
+            i = row.index(tok.eos_token_id)
+            assert all(t == tok.pad_token_id for t in row[i + 1 :])
+    clean = {a: gold_answer(WORLD, a) for a in range(WORLD.n_entities)}
+    r = evaluate(model, tok, WORLD, WORLD.train, clean, k=6, max_new=5,
+                 generator=torch.Generator().manual_seed(1))  # fmt: skip
+    assert 0.0 <= r["pass_at_1"] <= 1.0 and 0.0 <= r["majority_at_k"] <= 1.0
+    # P = F·C with F <= 1: the content part is at least P
+    assert r["log_p"] <= r["log_f"] + 1e-9 <= 1e-9
+    assert r["log_c"] == pytest.approx(r["log_p"] - r["log_f"])
+    assert np.isfinite(r["log_p"])
