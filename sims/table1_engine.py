@@ -27,6 +27,7 @@ adaptive rule :func:`adaptive_q`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -56,23 +57,31 @@ __all__ = [
 # ----------------------------------------------------------------------------- rows
 
 
-try:  # the shared seam (tsallis/rollouts.py), once it has landed
-    from tsallis.rollouts import likelihood_row as _seam_row
+@functools.cache
+def trainer_uses_seam() -> bool:
+    """Whether ``TsallisGRPOTrainer`` cuts its rows through the seam ``tsallis.rollouts`` (it
+    imports its functions) rather than its own pre-seam ``split_rationale``."""
+    from tsallis.integrations import trl
 
-    def _row(comp, answer_ids, marker_ids, stop_ids):
-        r = _seam_row(comp, answer_ids, marker_ids, stop_ids=tuple(stop_ids))
+    return any(getattr(v, "__module__", None) == "tsallis.rollouts" for v in vars(trl).values())
+
+
+def _row(comp, answer_ids, marker_ids, stop_ids):
+    """(ids, rationale_len, forced_len, answer_len, forced) of one completion, cut as the
+    trainer cuts it: through :func:`tsallis.rollouts.likelihood_row` (sampled marker and EOS in
+    z, a forced marker in no span, log w over the gold answer) when the trainer uses the seam,
+    else as the pre-seam trainer does (z before the marker or stop token, y* = marker + gold
+    answer, log w over y*)."""
+    if trainer_uses_seam():
+        from tsallis.rollouts import likelihood_row
+
+        r = likelihood_row(comp, answer_ids, marker_ids, stop_ids=tuple(stop_ids))
         return list(r.ids), r.rationale_len, r.forced_len, r.answer_len, bool(r.forced)
+    from tsallis.integrations.trl import split_rationale
 
-    SEAM = True
-except ImportError:  # the trainer's pre-seam convention: y* = marker + gold answer
-    from tsallis.integrations.trl import split_rationale as _split_rationale
-
-    def _row(comp, answer_ids, marker_ids, stop_ids):
-        z, forced = _split_rationale(comp, marker_ids, stop_ids)
-        y = list(marker_ids) + list(answer_ids)
-        return list(z) + y, len(z), 0, len(y), bool(forced)
-
-    SEAM = False
+    z, forced = split_rationale(comp, marker_ids, stop_ids)
+    y = list(marker_ids) + list(answer_ids)
+    return list(z) + y, len(z), 0, len(y), bool(forced)
 
 
 @dataclass
