@@ -40,7 +40,7 @@ class BaseSpec:
 
     ``hidden``/``layers``/``heads``/``kv_heads``/``mlp``: the Qwen2 config (intermediate size
     mlp·hidden); ``steps``, ``batch``, ``lr``: pre-training (AdamW, no weight decay);
-    ``max_task_hops``: longest question pre-trained with its chain; ``seed``: initial weights
+    ``task_hops``: the hop counts of the questions pre-trained with their chains; ``seed``: initial weights
     and data order.
     """
 
@@ -52,12 +52,12 @@ class BaseSpec:
     steps: int = 1500
     batch: int = 128
     lr: float = 3e-3
-    max_task_hops: int = 2
+    task_hops: tuple = (1, 2)
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("hidden", "layers", "heads", "kv_heads", "mlp", "steps", "batch",
-                     "max_task_hops"):  # fmt: skip
+        object.__setattr__(self, "task_hops", tuple(int(k) for k in self.task_hops))
+        for name in ("hidden", "layers", "heads", "kv_heads", "mlp", "steps", "batch"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "steps" else 1):
                 raise ValueError(f"BaseSpec.{name} must be a positive integer, got {v!r}")
@@ -124,7 +124,7 @@ def pretrain(world: World, spec: BaseSpec, *, log_every: int = 0):
         model.train()
         losses = np.zeros(spec.steps)
         for step in range(spec.steps):
-            texts = pretrain_texts(world, rng, spec.batch, max_task_hops=spec.max_task_hops)
+            texts = pretrain_texts(world, rng, spec.batch, task_hops=spec.task_hops)
             x, m = _padded(encode_words(tok, texts), tok.pad_token_id)
             logits = model(input_ids=x, attention_mask=m).logits[:, :-1]
             tgt = x[:, 1:].masked_fill(m[:, 1:] == 0, -100)

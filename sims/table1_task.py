@@ -211,23 +211,28 @@ def noisy_answers(world: World, label_noise: float, seed: int = 0) -> dict[int, 
 
 
 def pretrain_texts(world: World, rng: np.random.Generator, n: int, *,
-                   max_task_hops: int = 2, max_free_hops: int = 4,
+                   task_hops=(1, 2), max_free_hops: int = 4,
                    mix=(0.4, 0.2, 0.4)) -> list[list[str]]:  # fmt: skip
     """``n`` pre-training sequences (word lists, EOS appended), the base model's curriculum:
 
     * with probability mix[0], a fact ``e_a > e_f(a)`` about any entity;
     * mix[1], a free chain ``e_a > ... `` of 1..max_free_hops hops from any entity;
-    * mix[2], a *training* question with k <= max_task_hops hops and its written chain and
-      answer (the output format and the copy into the answer alphabet).
+    * mix[2], a *training* question with k hops, k uniform over ``task_hops`` (each >=
+      answer_len), its written chain and answer (the output format and the copy into the answer
+      alphabet).
 
     Every sequence starts with a random filler prefix of 0..prefix_len words (so that "copy the
     entity before ``=``" is a rule relative to the content, not to a position).  Held-out starts
-    never appear in a question; RL's hop count ``world.hops`` only if it is <= max_task_hops.
+    never appear in a question; RL's hop count ``world.hops`` must not be in ``task_hops``.
     """
     if len(mix) != 3 or min(mix) < 0 or not math.isclose(sum(mix), 1.0):
         raise ValueError(f"mix must be three non-negative shares summing to 1, got {mix!r}")
-    max_k = min(max_task_hops, world.hops - 1) if world.hops > 1 else 1
-    max_k = max(max_k, world.answer_len)
+    hops_set = [int(k) for k in task_hops]
+    if not hops_set or min(hops_set) < world.answer_len or world.hops in hops_set:
+        raise ValueError(
+            f"task_hops must be non-empty, each >= answer_len = {world.answer_len} and without "
+            f"the RL hop count {world.hops}, got {task_hops!r}"
+        )
     ne, train = world.n_entities, world.train
     kind = rng.choice(3, size=n, p=list(mix))
     out = []
@@ -235,7 +240,7 @@ def pretrain_texts(world: World, rng: np.random.Generator, n: int, *,
         pre = [f"_{p}" for p in rng.integers(0, world.n_fillers, int(rng.integers(0, world.prefix_len + 1)))]  # noqa: E501
         if kind[i] == 2:
             a = int(train[int(rng.integers(0, len(train)))])
-            k = int(rng.integers(world.answer_len, max_k + 1))
+            k = hops_set[int(rng.integers(0, len(hops_set)))]
             c = chain(world, a, k)
             words = question_words(world, a, k, prefix=[]) + completion_words(
                 c, c[-world.answer_len :]
