@@ -388,8 +388,9 @@ def train_run(model, tok, world: World, setting: dict, key: int, answers: dict,
     """Train ``model`` in place for ``setting["steps"]`` steps; per-step and per-eval arrays.
 
     ``setting``: estimator, mode, q, schedule (None, {"sft_steps": S} or "adaptive"), G, M, lr,
-    adam_eps, max_new, eval_every, eval_k, delta (escape threshold on the batch's P̂),
-    adaptive_margin.  ``key`` seeds prompts, samples and PAFT's draws.
+    adam_eps, max_new, eval_every, eval_k, eval_train_n (how many training questions, the first
+    in order, are evaluated), delta (escape threshold on the batch's P̂), adaptive_margin.
+    ``key`` seeds prompts, samples and PAFT's draws.
     """
     G, M, S = setting["G"], setting["M"], setting["steps"]
     est, mode = setting["estimator"], setting["mode"]
@@ -412,7 +413,8 @@ def train_run(model, tok, world: World, setting: dict, key: int, answers: dict,
         if step in eval_steps:
             model.eval()
             for split, starts, labels, cl in (("heldout", world.heldout, clean, None),
-                                              ("train", train, answers, clean)):  # fmt: skip
+                                              ("train", train[: setting["eval_train_n"]],
+                                               answers, clean)):  # fmt: skip
                 eval_gen.manual_seed(_torch_seed(key ^ (step * 7919 + (split == "train"))))
                 r = evaluate(model, tok, world, starts, labels, k=setting["eval_k"],
                              max_new=setting["max_new"], generator=eval_gen, clean=cl)  # fmt: skip

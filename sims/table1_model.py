@@ -40,8 +40,8 @@ class BaseSpec:
 
     ``hidden``/``layers``/``heads``/``kv_heads``/``mlp``: the Qwen2 config (intermediate size
     mlp·hidden); ``steps``, ``batch``, ``lr``: pre-training (AdamW, no weight decay);
-    ``task_hops``: the hop counts of the questions pre-trained with their chains; ``seed``: initial weights
-    and data order.
+    ``task_hops``: the hop counts of the questions pre-trained with their chains; ``seed``:
+    initial weights and data order.
     """
 
     hidden: int = 64

@@ -53,34 +53,41 @@ METHODS = (
 )
 
 
+#: the two question sets ("datasets", the columns of the table): the base model is pre-trained
+#: on questions with these hop counts, RL asks k = 3.  "cold": k = 3 lies beyond every
+#: pre-trained question (extrapolation: the base writes 2 hops, a correct 3-hop chain has
+#: probability ~1e-6); "reachable": k = 3 lies between pre-trained 2 and 4 (the base writes
+#: the correct 3 hops, then often a 4th: the rationale must learn where to stop).
+TASKS = {"cold": (1, 2), "reachable": (1, 2, 4)}
+
+
 def _preset(quick: bool) -> dict:
     if quick:
         return {
             "world": {"n_entities": 32, "hops": 3, "answer_len": 1, "n_heldout": 8},
             "base": {"hidden": 48, "layers": 2, "heads": 4, "kv_heads": 2, "mlp": 4,
                      "steps": 400, "batch": 128, "lr": 3e-3},  # fmt: skip
-            "methods": ("GRPO", "GARL q=0.75", "GARL q=1"),
-            "noise": (0.0,),
+            "runs": [("cold", m, 0.0) for m in ("GRPO", "GARL q=0.75", "GARL q=1")],
             "seeds": 1,
             "steps": 30,
-            "G": 8,
-            "M": 8,
             "eval_every": 15,
             "eval_k": 8,
+            "eval_train_n": 8,
             "base_k": 16,
         }
+    labels = [m[0] for m in METHODS]
+    runs = [("cold", m, 0.0) for m in labels]
+    runs += [("reachable", m, noise) for noise in (0.0, 0.2) for m in labels]
     return {
         "world": {"n_entities": 64, "hops": 3, "answer_len": 1, "n_heldout": 16},
         "base": {"hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "mlp": 4, "steps": 1500,
                  "batch": 128, "lr": 3e-3},  # fmt: skip
-        "methods": tuple(m[0] for m in METHODS),
-        "noise": (0.0, 0.2),
+        "runs": runs,
         "seeds": 3,
         "steps": 150,
-        "G": 8,
-        "M": 8,
-        "eval_every": 25,
+        "eval_every": 30,
         "eval_k": 8,
+        "eval_train_n": 16,
         "base_k": 64,
     }
 
@@ -92,23 +99,28 @@ def _slug(label: str) -> str:
 def settings(quick: bool) -> list[dict]:
     p = _preset(quick)
     common = {
-        "experiment": NAME, "world": p["world"], "base": p["base"], "G": p["G"], "M": p["M"],
-        "lr": 1e-3, "adam_eps": 1e-8, "steps": p["steps"], "eval_every": p["eval_every"],
-        "eval_k": p["eval_k"], "max_new": p["world"]["hops"] + p["world"]["answer_len"] + 4,
-        "delta": DELTA, "adaptive_margin": 2.0, "seed": 0,
+        "experiment": NAME, "world": p["world"], "G": 8, "M": 8, "lr": 1e-3, "adam_eps": 1e-8,
+        "steps": p["steps"], "eval_every": p["eval_every"], "eval_k": p["eval_k"],
+        "eval_train_n": p["eval_train_n"],
+        "max_new": p["world"]["hops"] + p["world"]["answer_len"] + 4, "delta": DELTA,
+        "adaptive_margin": 2.0, "seed": 0,
     }  # fmt: skip
-    out = [{**common, "part": "base", "method": "base", "estimator": None, "mode": None,
-            "q": None, "schedule": None, "label_noise": 0.0, "n_seeds": 1,
-            "eval_k": p["base_k"], "id": f"{NAME}/base"}]  # fmt: skip
-    for label, est, mode, q, sched in METHODS:
-        if label not in p["methods"]:
-            continue
-        for noise in p["noise"]:
-            out.append({
-                **common, "part": "rl", "method": label, "estimator": est, "mode": mode,
-                "q": q, "schedule": sched, "label_noise": noise, "n_seeds": p["seeds"],
-                "id": f"{NAME}/{_slug(label)}/noise={noise:g}",
-            })  # fmt: skip
+    out = []
+    for task in dict.fromkeys(t for t, _, _ in p["runs"]):
+        base = {**p["base"], "task_hops": list(TASKS[task])}
+        out.append({**common, "part": "base", "task": task, "base": base, "method": "base",
+                    "estimator": None, "mode": None, "q": None, "schedule": None,
+                    "label_noise": 0.0, "n_seeds": 1, "eval_k": p["base_k"],
+                    "id": f"{NAME}/{task}/base"})  # fmt: skip
+    by_label = {m[0]: m for m in METHODS}
+    for task, label, noise in p["runs"]:
+        _, est, mode, q, sched = by_label[label]
+        out.append({
+            **common, "part": "rl", "task": task,
+            "base": {**p["base"], "task_hops": list(TASKS[task])}, "method": label,
+            "estimator": est, "mode": mode, "q": q, "schedule": sched, "label_noise": noise,
+            "n_seeds": p["seeds"], "id": f"{NAME}/{task}/{_slug(label)}/noise={noise:g}",
+        })  # fmt: skip
     return out
 
 
@@ -228,13 +240,15 @@ def analyze(table: list[dict]) -> list[dict]:
     held-out/training metrics, escape step, stalled fraction, curves) and ``summary`` (one per
     method and noise: mean and t-CI over seeds of the final held-out metrics)."""
     recs: list[dict] = []
-    p0_of = {}
+    p0_of: dict = {}
     for r in table:
         if r["part"] == "base":
             chance = float(r["world"]["n_entities"]) ** (-r["world"]["answer_len"])
             b = _base_records(r, chance)
+            for x in b:
+                x["task"] = r["task"]
+                p0_of[(r["task"], x["split"])] = x["p0"]
             recs += b
-            p0_of = {x["split"]: x["p0"] for x in b}
     for r in table:
         if r["part"] != "rl":
             continue
@@ -244,15 +258,15 @@ def analyze(table: list[dict]) -> list[dict]:
         for i in range(n):
             esc = int(np.asarray(r["escape_step"])[i])
 
-            def ev(name, i=i):
+            def ev(name, i=i, r=r):
                 return [float(x) for x in np.asarray(r[f"eval_{name}"])[i]]
 
             stalled = np.asarray(r["step_frac_stalled"])[i]
             rec = {
-                "experiment": NAME, "part": "run", "method": r["method"],
+                "experiment": NAME, "part": "run", "task": r["task"], "method": r["method"],
                 "estimator": r["estimator"], "mode": r["mode"], "q": r["q"],
                 "schedule": r["schedule"], "label_noise": r["label_noise"],
-                "seed": r["seed"] + i, "p0": p0_of.get("train"),
+                "seed": r["seed"] + i, "p0": p0_of.get((r["task"], "train")),
                 "p0_run": math.exp(ev("train_log_p")[0]),
                 "heldout_pass_at_1": ev("heldout_pass_at_1")[-1],
                 "heldout_majority_at_k": ev("heldout_majority_at_k")[-1],
@@ -279,7 +293,7 @@ def analyze(table: list[dict]) -> list[dict]:
             }  # fmt: skip
             runs.append(rec)
         recs += runs
-        summ = {"experiment": NAME, "part": "summary", "method": r["method"],
+        summ = {"experiment": NAME, "part": "summary", "task": r["task"], "method": r["method"],
                 "estimator": r["estimator"], "mode": r["mode"], "q": r["q"],
                 "label_noise": r["label_noise"], "n_seeds": n,
                 "n_escaped": sum(x["escape_step"] is not None for x in runs)}  # fmt: skip
