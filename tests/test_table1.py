@@ -1,0 +1,90 @@
+"""The table1 experiment's quick preset (the 'cold' question set, one seed), with assertions on
+what it establishes; the analysis helpers on fixed inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trl")
+
+from sims.experiments import get_experiment  # noqa: E402
+from sims.experiments.table1 import bootstrap_ci, settings, t_ci  # noqa: E402
+from sims.runner import run_experiment  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    root = tmp_path_factory.getbasetemp() / "sims_quick_results"  # shared with the figures
+    exp = get_experiment("table1")
+    return exp.analyze(run_experiment(exp, quick=True, out=root, progress=False))
+
+
+def _run(recs, method):
+    return next(r for r in recs if r["part"] == "run" and r["method"] == method)
+
+
+def test_base_model_knows_the_format_not_the_content(records):
+    base = {r["split"]: r for r in records if r["part"] == "base"}
+    assert set(base) == {"train", "heldout"}
+    for r in base.values():
+        assert r["p0_ci"][0] <= r["p0"] <= r["p0_ci"][1]
+        assert r["F0"] * r["C0"] == pytest.approx(r["p0"])
+        assert r["F0"] > 0.5  # the answer alphabet at the answer slot: format known
+        # content below chance: the base confidently answers with the 2-hop entity
+        assert r["C0"] < r["content_chance"]
+        assert r["p0"] < 0.02 and r["majority_at_k"] == 0.0
+
+
+def test_grpo_stalls_where_likelihood_mode_moves(records):
+    grpo = _run(records, "GRPO")
+    assert grpo["frac_stalled_first10"] >= 0.7
+    for m in ("GARL q=0.75", "GARL q=1"):
+        r = _run(records, m)
+        assert r["frac_stalled_mean"] == 0.0  # likelihood weights are never all zero
+        p = r["curves"]["train_log10_P"]
+        assert max(p[-5:]) - p[0] > 1.0  # training P leaves the cold start by > 1 decade
+        assert r["escape_step"] is not None
+
+
+def test_cold_start_escape_is_memorisation_in_the_quick_preset(records):
+    """What the quick preset establishes on the 'cold' questions: the likelihood-mode runs fit
+    the training questions' answers, and the held-out questions stay unanswered (the rationale
+    never grows the third hop)."""
+    for m in ("GARL q=0.75", "GARL q=1"):
+        r = _run(records, m)
+        assert r["train_pass_at_1"] - r["heldout_pass_at_1"] > 0.3
+        assert r["heldout_chain_written"] < 0.1
+
+
+def test_json_record_fields(records):
+    need = {"method", "estimator", "mode", "q", "label_noise", "seed", "p0",
+            "heldout_pass_at_1", "heldout_majority_at_k", "escape_step"}  # fmt: skip
+    runs = [r for r in records if r["part"] == "run"]
+    assert runs and all(need <= set(r) for r in runs)
+    assert all(r["escape_step"] is None or r["escape_step"] >= 0 for r in runs)
+
+
+def test_settings_ids_are_unique_and_seeds_keyed_by_id():
+    for quick in (True, False):
+        s = settings(quick)
+        ids = [x["id"] for x in s]
+        assert len(ids) == len(set(ids))
+    full = settings(False)
+    methods = {x["method"] for x in full if x["part"] == "rl"}
+    assert {"GRPO", "Dr. GRPO", "PAFT q=0.75", "SFT->RLVR", "adaptive q"} <= methods
+    assert {f"GARL q={q:g}" for q in (0, 0.25, 0.5, 0.75, 1)} <= methods
+    assert {x["label_noise"] for x in full} == {0.0, 0.2}
+
+
+def test_ci_helpers():
+    m, lo, hi = t_ci([0.2, 0.4, 0.6])
+    assert m == pytest.approx(0.4) and lo < m < hi
+    assert hi - m == pytest.approx(4.302653 * 0.2 / math.sqrt(3), rel=1e-5)
+    m, lo, hi = t_ci([0.5])
+    assert m == 0.5 and math.isnan(lo) and math.isnan(hi)
+    lo, hi = bootstrap_ci(np.arange(10.0), np.mean)
+    assert lo < 4.5 < hi
+    assert bootstrap_ci([3.0], np.mean) == (3.0, 3.0)
