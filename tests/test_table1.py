@@ -77,6 +77,8 @@ def test_settings_ids_are_unique_and_seeds_keyed_by_id():
     assert {"GRPO", "Dr. GRPO", "PAFT q=0.75", "SFT->RLVR", "adaptive q"} <= methods
     assert {f"GARL q={q:g}" for q in (0, 0.25, 0.5, 0.75, 1)} <= methods
     assert {x["label_noise"] for x in full} == {0.0, 0.2}
+    noisy = {x["method"] for x in full if x["label_noise"] > 0}
+    assert {"GARL q=0.75", "GARL q=1"} <= noisy
 
 
 def test_ci_helpers():
