@@ -17,17 +17,22 @@ schedule (q = 1 for ``SFT_STEPS`` steps, then q = 0), and the adaptive q of
 
 A setting is one (method, label noise) with ``n_seeds`` seeds; seed i of a setting is keyed by
 (experiment, setting id, seed + i), not by the cache hash.  The ``base`` part measures p0 of
-the base model on training and held-out questions with many samples.
+the base model on training and held-out questions with many samples.  The ``trainer`` part
+(full preset) runs the headline methods through ``TsallisGRPOTrainer`` itself (TRL generation,
+both modes), one seed, and evaluates the trained model the same way.
 
 Escape = the first step whose batch P̂ (mean teacher-forced gold-answer probability after the
-sampled rationales) reaches ``DELTA``; ``escape_step`` is None when it never does.
+sampled rationales) reaches ``DELTA``; ``escape_step`` is None when it never does.  In the
+``trainer`` part it is the first step whose logged mean exact-match reward reaches ``DELTA``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -94,6 +99,8 @@ def _preset(quick: bool) -> dict:
         "eval_k": 8,
         "eval_train_n": 16,
         "base_k": 64,
+        "trainer": [("cold", "GRPO"), ("cold", "GARL q=0.75"), ("cold", "GARL q=1")],
+        "trainer_steps": 40,
     }
 
 
@@ -125,6 +132,15 @@ def settings(quick: bool) -> list[dict]:
             "base": {**p["base"], "task_hops": list(TASKS[task])}, "method": label,
             "estimator": est, "mode": mode, "q": q, "schedule": sched, "label_noise": noise,
             "n_seeds": p["seeds"], "id": f"{NAME}/{task}/{_slug(label)}/noise={noise:g}",
+        })  # fmt: skip
+    for task, label in p.get("trainer", ()):
+        _, est, mode, q, sched = by_label[label]
+        out.append({
+            **common, "part": "trainer", "task": task,
+            "base": {**p["base"], "task_hops": list(TASKS[task])}, "method": label,
+            "estimator": est, "mode": mode, "q": q, "schedule": sched, "label_noise": 0.0,
+            "n_seeds": 1, "steps": p["trainer_steps"],
+            "id": f"{NAME}/{task}/trainer/{_slug(label)}/noise=0",
         })  # fmt: skip
     return out
 
@@ -158,6 +174,8 @@ def _run_setting(s: dict) -> dict:
     clean = {a: gold_answer(world, a) for a in range(world.n_entities)}
     if s["part"] == "base":
         return _measure_base(s, world, base, tok, clean)
+    if s["part"] == "trainer":
+        return _run_trainer(s, world, base, tok, clean)
     per_seed = []
     for i in range(s["n_seeds"]):
         key = row_key(NAME, s["id"], s["seed"] + i)
@@ -165,6 +183,65 @@ def _run_setting(s: dict) -> dict:
         model = copy.deepcopy(base)
         per_seed.append(train_run(model, tok, world, s, key, labels, clean))
     return {k: np.stack([r[k] for r in per_seed]) for k in per_seed[0]}
+
+
+def _run_trainer(s, world, base, tok, clean) -> dict:
+    """The same RL run through ``TsallisGRPOTrainer`` itself (TRL's generation, the trainer's
+    loss and AdamW): one seed, ``steps`` optimiser steps of G prompts × M completions, then the
+    held-out and training evaluation of :func:`sims.table1_engine.evaluate`.  Per-step arrays
+    from the trainer's logs: the mean exact-match reward, ``tsallis/frac_stalled`` and (when
+    logged) ``tsallis/log_w_mean``."""
+    import tempfile
+
+    from datasets import Dataset
+
+    from tsallis.integrations.trl import (
+        TsallisGRPOConfig,
+        TsallisGRPOTrainer,
+        answer_match_reward,
+    )
+
+    from ..table1_task import question_words
+
+    key = row_key(NAME, s["id"], s["seed"])
+    rng = np.random.default_rng([key & (2**32 - 1), 11])
+    G, M, S = s["G"], s["M"], s["steps"]
+    starts = [int(a) for _ in range(S) for a in rng.choice(world.train, G, replace=False)]
+    ds = Dataset.from_dict({
+        "prompt": [" ".join(question_words(world, a)) for a in starts],
+        "answer": [" ".join(f"A{x}" for x in clean[a]) for a in starts],
+    })  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TsallisGRPOConfig(
+            output_dir=tmp, use_cpu=True, bf16=False, report_to="none", save_strategy="no",
+            per_device_train_batch_size=G * M, num_generations=M,
+            max_completion_length=s["max_new"], max_steps=S, logging_steps=1, disable_tqdm=True,
+            optim="adamw_torch", learning_rate=s["lr"], adam_epsilon=s["adam_eps"],
+            lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0,
+            seed=int(key & (2**31 - 1)), q=0.0 if s["q"] is None else s["q"],
+            estimator=s["estimator"], mode=s["mode"], answer_marker="=",
+            logprob_impl="torch", shuffle_dataset=False, temperature=1.0,
+        )  # fmt: skip
+        trainer = TsallisGRPOTrainer(
+            model=copy.deepcopy(base), reward_funcs=[answer_match_reward("=")], args=args,
+            train_dataset=ds, processing_class=tok,
+        )  # fmt: skip
+        with contextlib.redirect_stdout(sys.stderr):  # TRL prints its logs; stdout is --json's
+            trainer.train()
+    model = trainer.model.eval()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    out = {
+        "trainer_reward": np.array([h.get("reward", np.nan) for h in logs]),
+        "trainer_frac_stalled": np.array([h.get("tsallis/frac_stalled", np.nan) for h in logs]),
+        "trainer_log_w_mean": np.array([h.get("tsallis/log_w_mean", np.nan) for h in logs]),
+    }
+    for split, st, in (("heldout", world.heldout), ("train", world.train[: s["eval_train_n"]])):
+        g = torch.Generator().manual_seed(row_key(NAME, s["id"], split) & (2**63 - 1))
+        r = evaluate(model, tok, world, st, clean, k=s["eval_k"], max_new=s["max_new"],
+                     generator=g)  # fmt: skip
+        for name, v in r.items():
+            out[f"{split}_{name}"] = np.array(v)
+    return out
 
 
 def _measure_base(s, world, model, tok, clean) -> dict:
@@ -255,6 +332,23 @@ def analyze(table: list[dict]) -> list[dict]:
                 p0_of[(r["task"], x["split"])] = x["p0"]
             recs += b
     for r in table:
+        if r["part"] == "trainer":
+            reward = np.asarray(r["trainer_reward"], dtype=float)
+            hit = np.nonzero(reward >= r["delta"])[0]
+            recs.append({
+                "experiment": NAME, "part": "trainer", "task": r["task"], "method": r["method"],
+                "estimator": r["estimator"], "mode": r["mode"], "q": r["q"],
+                "label_noise": r["label_noise"], "seed": r["seed"],
+                "p0": p0_of.get((r["task"], "train")), "steps": int(r["steps"]),
+                "heldout_pass_at_1": float(r["heldout_pass_at_1"]),
+                "heldout_majority_at_k": float(r["heldout_majority_at_k"]),
+                "train_pass_at_1": float(r["train_pass_at_1"]),
+                "heldout_chain_written": float(r["heldout_chain_written"]),
+                "escape_step": int(hit[0]) if hit.size else None,
+                "frac_stalled_mean": float(np.nanmean(r["trainer_frac_stalled"])),
+                "curves": {"reward": [float(x) for x in reward],
+                           "frac_stalled": [float(x) for x in r["trainer_frac_stalled"]]},
+            })  # fmt: skip
         if r["part"] != "rl":
             continue
         n = r["n_seeds"]
