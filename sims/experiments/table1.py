@@ -417,3 +417,41 @@ EXPERIMENT = Experiment(
     run_batch=run_batch,
     analyze=analyze,
 )
+
+
+def _fmt_ci(m, ci) -> str:
+    lo, hi = ci
+    if lo is None or not np.isfinite(lo):
+        return f"{m:.2f}"
+    return f"{m:.2f} [{max(lo, 0.0):.2f}, {min(hi, 1.0):.2f}]"
+
+
+def markdown_table(records: list[dict], metric: str = "heldout_majority_at_k") -> str:
+    """The summary records as a Markdown table in the form of the paper's Table 1: one row per
+    method, one column per (task, label noise); each cell the mean over seeds of the final
+    ``metric`` with its 95% t-CI (clipped to [0, 1]) and the per-seed values.
+
+    >>> recs = [{"part": "summary", "task": "cold", "label_noise": 0.0, "method": "GRPO",
+    ...          "x": 0.5, "x_ci": [0.25, 0.75], "x_seeds": [0.25, 0.5, 0.75]}]
+    >>> print(markdown_table(recs, "x"))
+    | method | cold, noise 0 |
+    |---|---|
+    | GRPO | 0.50 [0.25, 0.75] (0.25, 0.5, 0.75) |
+    """
+    summ = [r for r in records if r["part"] == "summary"]
+    combos = list(dict.fromkeys((r["task"], r["label_noise"]) for r in summ))
+    methods = list(dict.fromkeys(r["method"] for r in summ))
+    head = "| method | " + " | ".join(f"{t}, noise {n:g}" for t, n in combos) + " |"
+    lines = [head, "|---|" + "---|" * len(combos)]
+    for m in methods:
+        cells = []
+        for combo in combos:
+            r = next((x for x in summ if x["method"] == m
+                      and (x["task"], x["label_noise"]) == combo), None)  # fmt: skip
+            if r is None:
+                cells.append("–")
+                continue
+            seeds = ", ".join(f"{v:.3g}" for v in r[f"{metric}_seeds"])
+            cells.append(f"{_fmt_ci(r[metric], r[f'{metric}_ci'])} ({seeds})")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
