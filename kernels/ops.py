@@ -476,7 +476,8 @@ class _FusedFn(torch.autograd.Function):
         (dx,) = ctx.saved_tensors
         if g_loss is not None:
             if ctx.impl == "triton":
-                _backend("triton").scale_(dx, g_loss)  # no-op kernel when g_loss == 1
+                # no-op kernel when g_loss == 1
+                _backend("triton").scale_(reference.as_rows(dx), g_loss)
             elif dx.device.type != "cpu" or float(g_loss) != 1.0:
                 dx.mul_(g_loss.to(dx.dtype))
         return (dx.view(ctx.shape),) + (None,) * 10
