@@ -171,3 +171,19 @@ def test_sampling_stops_at_eos_and_evaluation_is_consistent(base):
     assert r["log_p"] <= r["log_f"] + 1e-9 <= 1e-9
     assert r["log_c"] == pytest.approx(r["log_p"] - r["log_f"])
     assert np.isfinite(r["log_p"])
+
+
+def test_base_model_is_cached_by_its_settings(tmp_path):
+    from sims.table1_model import base_key, base_model
+
+    spec = BaseSpec(hidden=8, layers=1, heads=2, kv_heads=1, mlp=2, steps=3, batch=8, lr=1e-2)
+    m1, tok, info1 = base_model(WORLD, spec, root=tmp_path)
+    m2, _, info2 = base_model(WORLD, spec, root=tmp_path)
+    assert not info1["loaded"] and info2["loaded"] and info1["key"] == info2["key"]
+    ids = torch.tensor(encode_words(tok, [question_words(WORLD, 0)]))
+    with torch.no_grad():
+        torch.testing.assert_close(m1(input_ids=ids).logits, m2(input_ids=ids).logits)
+    other = BaseSpec(hidden=8, layers=1, heads=2, kv_heads=1, mlp=2, steps=4, batch=8, lr=1e-2)
+    assert base_key(WORLD, other) != info1["key"]
+    with pytest.raises(ValueError, match="heads"):
+        BaseSpec(hidden=10, heads=4)
