@@ -115,12 +115,17 @@ def make(quick: bool = False, results_dir=None, fig_root=None):
                                 color="k", lw=0.8, capsize=2)  # fmt: skip
             ax_bar.plot([x] * len(s["heldout_majority_at_k_seeds"]),
                         s["heldout_majority_at_k_seeds"], "k.", ms=3)  # fmt: skip
-            rows.append({c: s.get(c) for c in (
+            rows.append({"kind": "summary", **{c: s.get(c) for c in (
                 "task", "method", "estimator", "mode", "q", "label_noise", "n_seeds",
                 "n_escaped", "heldout_majority_at_k", "heldout_pass_at_1", "train_pass_at_1",
-                "train_pass_at_1_clean", "frac_stalled_mean")})  # fmt: skip
+                "train_pass_at_1_clean", "frac_stalled_mean")}})  # fmt: skip
     ax_bar.set_xticks(range(len(methods)), methods, rotation=45, ha="right", fontsize=7)
     ax_bar.set(ylabel=f"final held-out majority@{k}", ylim=(-0.03, 1.03))
     ax_bar.set_title("final held-out majority@k: mean, 95% t-CI, seeds\nbars left to right: "
                      + ", ".join(f"{t}/noise {n:g}" for t, n in combos), fontsize=8)  # fmt: skip
+    for r in runs:  # every seed, not only the summaries
+        rows.append({"kind": "seed", **{c: r.get(c) for c in (
+            "task", "method", "estimator", "mode", "q", "label_noise", "seed", "escape_step",
+            "heldout_majority_at_k", "heldout_pass_at_1", "train_pass_at_1",
+            "train_pass_at_1_clean", "frac_stalled_mean")}})  # fmt: skip
     return save(fig, NAME, out_dir(NAME, quick, fig_root), rows)
