@@ -160,6 +160,17 @@ def _base(s: dict):
     return world, model, tok, info
 
 
+def load_base(task: str = "cold", quick: bool = False):
+    """(world, model, tokenizer) of a preset's base model for question set ``task`` ("cold" or
+    "reachable"), pre-trained now if not cached (see :func:`sims.table1_model.base_model`)."""
+    for s in settings(quick):
+        if s["part"] == "base" and s["task"] == task:
+            world, model, tok, _ = _base(s)
+            return world, model, tok
+    raise ValueError(f"no base model for task {task!r} in the {'quick' if quick else 'full'} "
+                     f"preset; known: {sorted(TASKS)}")  # fmt: skip
+
+
 def run_batch(batch: list[dict]) -> list[dict]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
