@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
 from .theory import sigmoid_escape_time, sigmoid_escape_time_asymptotic
