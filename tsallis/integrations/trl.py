@@ -104,8 +104,8 @@ try:
     import trl as _trl
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "tsallis.integrations.trl needs TRL: pip install 'tsallis-continuum[trl]' "
-        f"(trl{','.join(TRL_RANGE)})"
+        "tsallis.integrations.trl needs TRL: pip install -e '.[trl]' in a clone of "
+        f"tsallis-continuum, or pip install 'trl{','.join(TRL_RANGE)}'"
     ) from exc
 _check_trl_version(_trl.__version__)
 
