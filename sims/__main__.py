@@ -340,8 +340,10 @@ def main(argv=None) -> int:
         print(f"python -m sims run: error: {err}", file=sys.stderr)
         return 2
     records = []
-    for exp in exps:
+    for i, exp in enumerate(exps, 1):
         t0 = time.perf_counter()
+        if len(exps) > 1:  # each sweep has its own bar; this line says where 'all' stands
+            print(f"[sims] [{i}/{len(exps)}] {exp.name} ...", file=sys.stderr, flush=True)
         try:
             table = run_experiment(
                 exp,
