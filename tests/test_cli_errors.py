@@ -63,6 +63,17 @@ def test_interrupt_in_process_is_one_line(tmp_path, monkeypatch, capsys):
     assert err.count("\n") == 0 and "interrupted" in err and "resume" in err, err
 
 
+def test_paper_figs_interrupt_is_one_line(tmp_path, monkeypatch, capsys):
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(figs_cli.importlib, "import_module", interrupted)
+    argv = ["escape_time", "--quick", "--results", str(tmp_path)]
+    assert figs_cli.main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "interrupted" in err and str(tmp_path) in err, err
+
+
 def _sims(args, **kw):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
