@@ -595,3 +595,26 @@ def register() -> dict[str, Callable]:
 
 
 register()
+
+
+def _register_likelihood_mode() -> None:
+    """Register likelihood mode's agent loop and trainer (:mod:`.verl_likelihood`). They need
+    verl's v1 trainer, whose dependencies (TransferQueue, ...) the ``verl`` extra installs;
+    without them verifier mode still registers and a warning names the missing module."""
+    try:
+        from . import verl_likelihood
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] in ("tsallis", "verl"):
+            raise
+        import warnings
+
+        warnings.warn(
+            f"tsallis: verl likelihood mode (tsallis_likelihood, tsallis_sync) not registered: "
+            f"{e} (pip install 'tsallis-continuum[verl]')",
+            stacklevel=2,
+        )
+        return
+    verl_likelihood.register()
+
+
+_register_likelihood_mode()
