@@ -503,15 +503,17 @@ class TsallisLikelihoodAgentLoop(_AgentLoopBase):
             request_id=uuid.uuid4().hex, prompt_ids=prompt_ids, sampling_params=params
         )
         sampled = list(output.token_ids)[: params["max_tokens"]]
-        row = likelihood_row(sampled, answer_ids, self.marker_ids, stop_ids=self.stop_ids,
-                             decode=self.decode, marker_text=self.settings.answer_marker)  # fmt: skip
+        row = likelihood_row(
+            sampled, answer_ids, self.marker_ids, stop_ids=self.stop_ids, decode=self.decode,
+            marker_text=self.settings.answer_marker,
+        )  # fmt: skip
         mask = [1] * row.rationale_len + [0] * row.forced_len + [1] * row.answer_len
         metrics = _AgentLoopMetrics(
             num_preempted=output.num_preempted if output.num_preempted is not None else -1
         )
         extra = dict(output.extra_fields or {})
-        extra.update(zip(SPAN_FIELDS, (row.rationale_len, row.forced_len, row.answer_len,
-                                       row.end)))  # fmt: skip
+        spans = (row.rationale_len, row.forced_len, row.answer_len, row.end)
+        extra.update(zip(SPAN_FIELDS, spans, strict=True))
         extra.update({"turn_scores": [], "tool_rewards": []})
         return _AgentLoopOutput(
             prompt_ids=list(prompt_ids), response_ids=row.ids, response_mask=mask,
@@ -604,8 +606,8 @@ class TsallisPPOTrainerSync(_PPOTrainerSync):
                                select_fields=fields)  # fmt: skip
         response_mask = data["response_mask"]
         extra = np.empty(len(batch), dtype=object)
-        extra[:] = list(data.pop("extra_fields"))
-        uid = np.array(list(data.pop("uid")), dtype=object)
+        extra[:] = [getattr(e, "data", e) for e in data.pop("extra_fields").tolist()]
+        uid = np.array(data.pop("uid").tolist(), dtype=object)
         padding = np.array([bool(t.get("is_padding", False)) for t in batch.tags], dtype=bool)
         proto = DataProto(batch=data.to_padded_tensor(),
                           non_tensor_batch={"uid": uid, "extra_fields": extra,
