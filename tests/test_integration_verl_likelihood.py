@@ -524,3 +524,33 @@ def test_validation_runs_the_plain_loop(config):
     tu.assign_non_tensor_data(leak, "agent_name", vl.AGENT_LOOP)
     with pytest.raises(ValueError, match="validation"):
         proxy.generate_sequences(leak)
+
+
+def _smoke_overrides():
+    """The Hydra overrides of examples/verl_likelihood_smoke.sh, its defaults substituted."""
+    import re
+    import shlex
+
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "verl_likelihood_smoke.sh")
+    text = open(path).read()
+    defaults = dict(re.findall(r"^(\w+)=\$\{\w+:-([^}]*)\}", text, flags=re.M))
+    defaults["WORK"] = "/tmp/smoke"
+    body = text.split("python -m verl.trainer.main_ppo \\\n", 1)[1].split('"$@"', 1)[0]
+    out = []
+    for line in body.splitlines():
+        line = line.strip().rstrip("\\").strip()
+        if not line:
+            continue
+        line = re.sub(r"\$(\w+)", lambda m: defaults[m.group(1)], line)
+        (token,) = shlex.split(line)
+        out.append(token)
+    return out
+
+
+def test_smoke_script_overrides_pass_the_startup_checks():
+    overrides = _smoke_overrides()
+    assert "trainer.v1.trainer_mode=tsallis_sync" in overrides
+    config = _compose(overrides)
+    s = vl.check_config(config)
+    assert (s.q, s.answer_marker) == (0.5, "#### ")
+    assert config.actor_rollout_ref.rollout.response_length == 256
