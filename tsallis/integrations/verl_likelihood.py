@@ -548,6 +548,13 @@ class _ValidationLoopManager:
         return self._manager.generate_sequences(batch)
 
 
+def _non_tensor_list(value) -> list:
+    """A non-tensor TransferQueue field as a list of Python objects: depending on the backend
+    it comes back as a NonTensorStack (``tolist``), a LinkedList (a list) or a numpy array."""
+    items = value.tolist() if hasattr(value, "tolist") else list(value)
+    return [getattr(item, "data", item) for item in items]
+
+
 class TsallisPPOTrainerSync(_PPOTrainerSync):
     """verl's synchronous v1 trainer with the likelihood-mode advantage step.
 
@@ -606,8 +613,8 @@ class TsallisPPOTrainerSync(_PPOTrainerSync):
                                select_fields=fields)  # fmt: skip
         response_mask = data["response_mask"]
         extra = np.empty(len(batch), dtype=object)
-        extra[:] = [getattr(e, "data", e) for e in data.pop("extra_fields").tolist()]
-        uid = np.array(data.pop("uid").tolist(), dtype=object)
+        extra[:] = _non_tensor_list(data.pop("extra_fields"))
+        uid = np.array(_non_tensor_list(data.pop("uid")), dtype=object)
         padding = np.array([bool(t.get("is_padding", False)) for t in batch.tags], dtype=bool)
         proto = DataProto(batch=data.to_padded_tensor(),
                           non_tensor_batch={"uid": uid, "extra_fields": extra,
