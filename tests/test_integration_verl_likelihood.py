@@ -18,6 +18,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 try:
     import verl  # noqa: F401  (loads the verl.plugins entry points)
@@ -554,3 +556,61 @@ def test_smoke_script_overrides_pass_the_startup_checks():
     s = vl.check_config(config)
     assert (s.q, s.answer_marker) == (0.5, "#### ")
     assert config.actor_rollout_ref.rollout.response_length == 256
+
+
+def test_agent_loop_merged_marker(config):
+    """A token holding the marker and text after it ("#4" with marker "#"): z ends before that
+    token and the marker is forced (the seam's "merged" case), found through the decoded text."""
+    tok = _char_tokenizer()
+    vocab = tok.get_vocab()
+    merged_id = len(vocab)
+    tok.add_tokens(["#4"])  # an added token: matched before the char split, as a BPE merge
+    assert _ids(tok, "#4") == [merged_id] and _ids(tok, "#") == [vocab["#"]]
+    sampled = _ids(tok, "ab") + [merged_id] + _ids(tok, "2")
+    out, request = _run_loop(config, tok, sampled, answer="42", marker="#")
+    assert out.response_ids == _ids(tok, "ab") + _ids(tok, "#") + _ids(tok, "42")
+    assert out.response_mask == [1, 1, 0, 1, 1]
+    assert out.extra_fields["tsallis_end"] == "merged"
+
+
+def test_validation_hands_the_plain_loop_to_verl(config, monkeypatch):
+    """TsallisPPOTrainerSync._validate runs verl's _validate with the validation manager and
+    restores the training one afterwards (also when validation raises)."""
+    seen = []
+
+    class Manager:
+        def generate_sequences(self, batch):
+            seen.append(batch["agent_name"])
+
+    def fake_validate(self):
+        batch = TensorDict({"x": torch.zeros(1)}, batch_size=1)
+        self.agent_loop_manager.generate_sequences(batch)
+        return {"val": 1.0}
+
+    monkeypatch.setattr(vl._PPOTrainerSync, "_validate", fake_validate)
+    trainer = vl.TsallisPPOTrainerSync(config)
+    trainer.agent_loop_manager = manager = Manager()
+    assert trainer._validate() == {"val": 1.0}
+    assert seen == [vl.VALIDATION_AGENT_LOOP] and trainer.agent_loop_manager is manager
+
+    def failing(self):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(vl._PPOTrainerSync, "_validate", failing)
+    with pytest.raises(RuntimeError):
+        trainer._validate()
+    assert trainer.agent_loop_manager is manager
+
+
+@settings(max_examples=25, deadline=None)
+@given(perm_seed=st.integers(0, 2**31 - 1), q=st.floats(0.0, 1.0), data_seed=st.integers(0, 99))
+def test_advantage_step_is_row_permutation_equivariant(perm_seed, q, data_seed):
+    """Rows in any order (verl balances and reorders batches): each row keeps its advantages."""
+    data = _likelihood_batch(SPANS, UIDS, T=12, seed=data_seed)
+    perm = torch.randperm(len(UIDS), generator=torch.Generator().manual_seed(perm_seed))
+    shuffled = data.select_idxs(perm.numpy())
+    settings_ = vl.LikelihoodSettings("tsallis_garl_rloo", "garl_rloo", q, {}, 0, "#", True)
+    out, _ = vl.likelihood_advantage_data(data, settings_)
+    out_perm, _ = vl.likelihood_advantage_data(shuffled, settings_)
+    torch.testing.assert_close(out_perm.batch["advantages"], out.batch["advantages"][perm],
+                               rtol=1e-6, atol=1e-7)  # fmt: skip
