@@ -296,6 +296,10 @@ def test_advantage_step_matches_independent_computation(q, estimator, name):
     torch.testing.assert_close(out.batch["returns"], out.batch["advantages"])
     assert metrics["tsallis/num_groups"] == 3.0 and metrics["tsallis/q"] == q
     assert metrics["tsallis/frac_forced_marker"] == pytest.approx(4 / 9)
+    config = OmegaConf.create({"algorithm": {"adv_estimator": name, "tsallis": {
+        "q": q, "answer_marker": "####"}}})  # fmt: skip
+    again, _ = vl.likelihood_advantage_data(_likelihood_batch(SPANS, UIDS, T=12, seed=3), config)
+    torch.testing.assert_close(again.batch["advantages"], out.batch["advantages"])
     resp = out.batch["response_mask"].bool()
     assert (out.batch["advantages"][~resp] == 0).all()  # forced markers and padding
 

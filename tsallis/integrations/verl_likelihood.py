@@ -368,9 +368,12 @@ def answer_mask_from_spans(extra_fields: Sequence[Mapping], response_mask: torch
     return mask
 
 
-def likelihood_advantage_data(data, settings: LikelihoodSettings,
-                              generator: torch.Generator | None = None):
+def likelihood_advantage_data(data, settings, generator: torch.Generator | None = None):
     """The trainer's advantage step as a pure ``DataProto -> (DataProto, metrics)``.
+
+    ``settings``: a :class:`LikelihoodSettings` or a trainer config (read with
+    :func:`likelihood_settings`). ``generator``: PAFT's draws (None for the deterministic
+    estimators).
 
     ``data.batch``: ``old_log_probs``, ``response_mask`` [B, T] (right-padded);
     ``data.non_tensor_batch``: ``uid`` (group ids), ``extra_fields`` (dicts with
@@ -380,6 +383,8 @@ def likelihood_advantage_data(data, settings: LikelihoodSettings,
     ``tsallis/*`` metrics (:meth:`tsallis.rollouts.RolloutStats.as_metrics`, plus
     ``frac_forced_marker``).
     """
+    if not isinstance(settings, LikelihoodSettings):
+        settings = likelihood_settings(settings)
     old = data.batch["old_log_probs"]
     resp = data.batch["response_mask"]
     extra = list(data.non_tensor_batch["extra_fields"])
