@@ -224,3 +224,13 @@ def test_quoted_full_preset_numbers_say_when_and_where_they_were_measured():
     for page in (README, DOCS / "choosing.md"):
         text = page.read_text()
         assert re.search(r"measured on\s+20\d\d-\d\d-\d\d\s+on a [^.]*CPU", text), page.name
+
+
+@pytest.mark.parametrize("page", ["usage.md"])
+def test_docs_python_blocks_run(page, tmp_path, monkeypatch):
+    """The usage page's examples run as written (the trainer pages' run in their own tests)."""
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(), re.S)
+    assert blocks
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"docs/{page}[block {i}]", "exec"), {"__name__": "__docs__"})
