@@ -145,11 +145,10 @@ _POINT_FIELDS = {
 
 
 def _series_key(rec: dict) -> tuple:
+    """Every field but a point's own, exactly (repr, not the 4 digits shown), and the slope."""
     return tuple(
-        (k, _fmt_value(v))
-        for k, v in sorted(rec.items())
-        if k not in _POINT_FIELDS and k not in _OUTPUTS and _is_scalar(v)
-    ) + (("slope", _fmt_value(rec.get("slope"))),)
+        (k, repr(v)) for k, v in sorted(rec.items()) if k not in _POINT_FIELDS | _OUTPUTS
+    ) + (("slope", repr(rec.get("slope"))),)
 
 
 def _one_per_series(recs: list[dict]) -> list[dict]:
