@@ -23,6 +23,7 @@ PACKAGES = ("tsallis", "kernels", "sims", "paper_figs")
 NEEDS = {
     "tsallis.integrations.trl": "trl",
     "tsallis.integrations.verl": "verl",
+    "tsallis.integrations.verl_likelihood": "verl",
     "kernels.triton": "triton",
 }
 
