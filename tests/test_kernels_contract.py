@@ -240,7 +240,7 @@ def test_dispatch_table_and_explicit_variants(monkeypatch):
 
     assert dispatch.MEASURED is False and "unmeasured" in dispatch.PROVENANCE
     assert kernels.choose_variant(32000) == "row" and kernels.choose_variant(65536) == "row"
-    assert kernels.choose_variant(65537) == "split" and kernels.choose_variant(151936) == "split"
+    assert kernels.choose_variant(65537) == "multi" and kernels.choose_variant(151936) == "multi"
     assert kernels.choose_variant(10, ((5, "multi"), (None, "row_rev"))) == "row_rev"
     with pytest.raises(ValueError, match="unknown variant"):
         kernels.choose_variant(10, ((None, "fast"),))
