@@ -246,7 +246,7 @@ def h_fwd(b: Bench, case, row):
     return spec(d, lambda: _call_fwd(d, 0, B), "fwd")
 
 
-def _kernel_args(d: Data):
+def kernel_args(d: Data):
     """Prepared launcher arguments: [B, T+1, V] rows, clean ids, span codes, dL/dlogp."""
     import torch
 
@@ -265,7 +265,7 @@ def h_kernel_fwd(b: Bench, case, row):
     from kernels import triton as kt
 
     d = b.get(case.work)
-    x3, ids, span, _ = _kernel_args(d)
+    x3, ids, span, _ = kernel_args(d)
     inv = 1.0 / d.w.temperature
 
     def call():
@@ -287,7 +287,7 @@ def h_kernel_fused(b: Bench, case, row):
     from kernels import triton as kt
 
     d = b.get(case.work)
-    x3, ids, span, g_tok = _kernel_args(d)
+    x3, ids, span, g_tok = kernel_args(d)
     out3 = torch.empty_like(x3)
     inv = 1.0 / d.w.temperature
 
