@@ -4,7 +4,8 @@ and the variants: kernels/README.md).
 
 This package never imports ``tsallis``: the coefficient rule of an estimator comes in as
 tensors or as a callable (see :func:`fused_sequence_loss`). Layout: :mod:`.layout` (which row
-is which), :mod:`.ops` (the public autograd ops), :mod:`.reference` (plain torch: the CPU path
+is which), :mod:`.ops` (the public autograd ops on logits), :mod:`.linear` (the same from hidden
+states and the LM head, never building the logits), :mod:`.reference` (plain torch: the CPU path
 and the float64 oracle), :mod:`.triton` (the Triton kernels, imported lazily),
 :mod:`.dispatch` (which fused variant runs by default), :mod:`.testing` (test helpers).
 """
@@ -18,6 +19,12 @@ from .layout import (
     check_logits,
     check_token_ids,
     shift_for_causal_lm,
+)
+from .linear import (
+    FusedLinearLoss,
+    fused_linear_sequence_loss,
+    gather_lm_head,
+    linear_token_logprobs,
 )
 from .ops import (
     FusedLoss,
@@ -36,6 +43,7 @@ from .reference import segment_sums as reference_segment_sums
 __all__ = [
     "ANSWER",
     "FUSED_VARIANTS",
+    "FusedLinearLoss",
     "FusedLoss",
     "IGNORED",
     "RATIONALE",
@@ -44,7 +52,10 @@ __all__ = [
     "check_logits",
     "check_token_ids",
     "choose_variant",
+    "fused_linear_sequence_loss",
     "fused_sequence_loss",
+    "gather_lm_head",
+    "linear_token_logprobs",
     "naive_logp_entropy",
     "reference_backward_rows",
     "reference_forward_rows",

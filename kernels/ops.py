@@ -165,10 +165,10 @@ class _RowsFn(torch.autograd.Function):
         active = None if span is None else span != IGNORED
         if impl == "triton":
             select = be.SELECT_ALL if span is None else be.SELECT_ACTIVE
-            logp, lse, ent = be.forward_rows(x3, ids, inv_temp, with_entropy, span, select)
+            logp, norm, ent = be.forward_rows(x3, ids, inv_temp, with_entropy, span, select)
         else:
-            logp, lse, ent = be.forward_rows(x3, ids, inv_temp, with_entropy, active)
-        ctx.save_for_backward(logits, ids, lse, ent if with_entropy else None, active)
+            logp, norm, ent = be.forward_rows(x3, ids, inv_temp, with_entropy, active)
+        ctx.save_for_backward(logits, ids, norm, ent if with_entropy else None, active)
         ctx.cfg = (inv_temp, impl, inplace)
         if ent is None:
             ent = logp.new_zeros(0)
@@ -177,11 +177,11 @@ class _RowsFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_lp, g_ent):
-        logits, ids, lse, ent, active = ctx.saved_tensors
+        logits, ids, norm, ent, active = ctx.saved_tensors
         inv_temp, impl, inplace = ctx.cfg
         x3 = reference.as_rows(logits)
         if g_lp is None:
-            g_lp = torch.zeros_like(lse)
+            g_lp = torch.zeros_like(norm[0])
         if ent is None or g_ent is None or g_ent.numel() == 0:
             g_ent = None
         if active is not None:
@@ -192,7 +192,7 @@ class _RowsFn(torch.autograd.Function):
             out3 = x3
         else:
             out3 = torch.empty(x3.shape, dtype=x3.dtype, device=x3.device)
-        _backend(impl).backward_rows(x3, ids, lse, ent, g_lp, g_ent, inv_temp, out3)
+        _backend(impl).backward_rows(x3, ids, norm, ent, g_lp, g_ent, inv_temp, out3)
         if inplace:
             _bump_version(logits)
         return out3.view(logits.shape), None, None, None, None, None, None
@@ -420,21 +420,21 @@ class _FusedFn(torch.autograd.Function):
         timeouts = None
         rule = coefficients if callable(coefficients) else None
         if impl == "torch":
-            logp, lse, ent = reference.forward_rows(
+            logp, norm, ent = reference.forward_rows(
                 x3, ids, inv_temp, with_entropy, span != IGNORED
             )
             z, y = reference.segment_sums(logp, layout)
             with torch.no_grad():
                 cz, cy = _as_coefs(rule(y) if rule else coefficients, B, x3.device, acc)
             g = _per_token(cz, cy, span, seq, -1.0 / normalizer)
-            reference.backward_rows(x3, ids, lse, None, g, None, inv_temp, out3)
+            reference.backward_rows(x3, ids, norm, None, g, None, inv_temp, out3)
         else:
             kt = _backend("triton")
-            lse_a = ent_a = None
+            norm_a = ent_a = None
             logp_a = None
             if rule is not None:
                 # likelihood mode: score the (short) answer span first
-                logp_a, lse_a, ent_a = kt.forward_rows(
+                logp_a, norm_a, ent_a = kt.forward_rows(
                     x3, ids, inv_temp, with_entropy, span, kt.SELECT_ANSWER
                 )
                 _, y = kt.segment_sums(logp_a, layout)
@@ -444,7 +444,7 @@ class _FusedFn(torch.autograd.Function):
                 cz, cy = _as_coefs(coefficients, B, x3.device, acc)
             g = _per_token(cz, cy, span, seq, -1.0 / normalizer)
             logp, ent, timeouts = kt.fused_rows(
-                x3, ids, span, g, inv_temp, with_entropy, out3, lse_in=lse_a, ent_in=ent_a,
+                x3, ids, span, g, inv_temp, with_entropy, out3, norm_in=norm_a, ent_in=ent_a,
                 variant=variant,
             )  # fmt: skip
             if logp_a is not None:
@@ -453,7 +453,10 @@ class _FusedFn(torch.autograd.Function):
         loss = -(_weighted_sum(cz, z) + _weighted_sum(cy, y)) / normalizer
         if inplace:
             _bump_version(logits)
-        ctx.save_for_backward(out3)
+        # in place the gradient *is* the logits' storage: save the input itself, never the
+        # [1, N, V] view of 2-D logits made here (a view made under no_grad whose base was
+        # just bumped cannot be unpacked in backward)
+        ctx.save_for_backward(logits if inplace else out3)
         ctx.shape = logits.shape
         ctx.impl = impl
         ctx.used = False
@@ -473,7 +476,8 @@ class _FusedFn(torch.autograd.Function):
         (dx,) = ctx.saved_tensors
         if g_loss is not None:
             if ctx.impl == "triton":
-                _backend("triton").scale_(dx, g_loss)  # no-op kernel when g_loss == 1
+                # no-op kernel when g_loss == 1
+                _backend("triton").scale_(reference.as_rows(dx), g_loss)
             elif dx.device.type != "cpu" or float(g_loss) != 1.0:
                 dx.mul_(g_loss.to(dx.dtype))
         return (dx.view(ctx.shape),) + (None,) * 10

@@ -6,6 +6,17 @@ Math (per row t of the logits, temperature tau, u = z / tau):
     logp_t = u_t[id_t] - lse_t                      (log-prob of the given token)
     H_t    = lse_t - sum_v softmax(u_t)_v * u_tv    (entropy of the row's distribution)
 
+Shift invariance: every formula is evaluated on the shifted row ``u - m_t`` (``m_t`` the row
+maximum; the subtraction is exact for the entries that matter), with ``m_t`` and ``log s_t``
+(``s_t = sum_v exp(u_tv - m_t)``) kept apart and never added up:
+
+    logp_t = (u_t[id_t] - m_t) - log s_t,   p_tv = exp((u_tv - m_t) - log s_t),
+    H_t    = log s_t - sum_v exp(u_tv - m_t) (u_tv - m_t) / s_t
+
+so the rounding error does not grow with the size of the logits (``m + log s`` rounded to
+fp32 at ``m = 1e5`` is off by up to 4e-3). The row's normaliser travels as ``norm [2, N]``:
+``norm[0] = m``, ``norm[1] = log s`` (``lse = m + log s`` only where a caller wants it).
+
 Backward, for upstream gradients g_t = dL/dlogp_t and e_t = dL/dH_t (p = softmax(u_t)):
 
     dL/dz_tv = (1/tau) * [ g_t * (1[v = id_t] - p_v)  -  e_t * p_v * (u_tv - lse_t + H_t) ]
@@ -37,6 +48,7 @@ TARGET_CHUNKS = 16
 
 __all__ = [
     "CHUNK_ELEMENTS",
+    "shifted_row_stats_",
     "acc_dtype",
     "as_rows",
     "backward_rows",
@@ -101,9 +113,10 @@ def forward_rows(
     with_entropy: bool,
     active: torch.Tensor | None = None,
 ):
-    """Per-row ``(logp [N], lse [N], entropy [N] or None)``; rows with ``active == False`` get 0.
+    """Per-row ``(logp [N], norm [2, N], entropy [N] or None)``; inactive rows get logp 0.
 
-    ``x3``: logits ``[B, T, V]`` (any strides); ``ids``: ``[N]`` int64 in [0, V).
+    ``x3``: logits ``[B, T, V]`` (any strides); ``ids``: ``[N]`` int64 in [0, V). ``norm``:
+    the row maximum ``m`` and ``log s`` (module docstring), kept apart for shift invariance.
     Work memory: two ``[chunk, V]`` buffers in the accumulation dtype, reused for every chunk
     (in-place ops only: a fresh allocation per chunk would page-fault on every call).
     """
@@ -111,10 +124,10 @@ def forward_rows(
     N = B * T
     acc = acc_dtype(x3.dtype)
     logp = torch.zeros(N, dtype=acc, device=x3.device)
-    lse = torch.zeros(N, dtype=acc, device=x3.device)
+    norm = torch.zeros(2, N, dtype=acc, device=x3.device)
     ent = torch.zeros(N, dtype=acc, device=x3.device) if with_entropy else None
     if N == 0:
-        return logp, lse, ent
+        return logp, norm, ent
     rpc = min(_rows_per_chunk(V, N), N)
     ubuf, ebuf = _work(rpc, V, acc, x3.device, 2)
     for r0, r1, rows in _chunks(x3, rpc):
@@ -123,29 +136,49 @@ def forward_rows(
         u.copy_(rows)
         if inv_temp != 1.0:
             u.mul_(inv_temp)
-        m = u.amax(dim=-1, keepdim=True)
-        m = torch.where(torch.isinf(m), torch.zeros_like(m), m)  # all -inf row: no inf - inf
-        e = torch.sub(u, m, out=ebuf[:n]).exp_()
-        s = e.sum(dim=-1, keepdim=True)
-        c_lse = (s.log() + m).squeeze(1)
-        logp[r0:r1] = u.gather(1, ids[r0:r1, None]).squeeze(1) - c_lse
-        lse[r0:r1] = c_lse
+        c_lp, c_m, c_ls, c_ent = shifted_row_stats_(u, ids[r0:r1], with_entropy, ebuf[:n])
+        logp[r0:r1] = c_lp
+        norm[0, r0:r1] = c_m
+        norm[1, r0:r1] = c_ls
         if with_entropy:
-            # H = lse - sum_v p_v u_v  (terms with p_v = 0 contribute 0, also when u_v = -inf)
-            u.masked_fill_(e == 0, 0.0)
-            ent[r0:r1] = c_lse - (e.mul_(u).sum(dim=-1, keepdim=True) / s).squeeze(1)
+            ent[r0:r1] = c_ent
     if active is not None:
         zero = torch.zeros((), dtype=acc, device=x3.device)
         logp = torch.where(active, logp, zero)
         if ent is not None:
             ent = torch.where(active, ent, zero)
-    return logp, lse, ent
+    return logp, norm, ent
+
+
+def shifted_row_stats_(u: torch.Tensor, ids: torch.Tensor, with_entropy: bool,
+                       work: torch.Tensor | None = None):  # fmt: skip
+    """``(logp, m, log_s, entropy or None)`` of the rows of ``u [n, V]``, shift invariant.
+
+    ``logp = (u[id] - m) - log s`` and ``H = log s - sum exp(u - m) (u - m) / s`` (module
+    docstring). Overwrites ``u`` with ``u - m`` (``work``, same shape, receives the
+    exponentials and is clobbered; allocated when None). A row of all ``-inf`` gets ``m = 0``
+    (no ``inf - inf``) and ``log s = -inf``.
+    """
+    m = u.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+    u.sub_(m)  # exact for every entry within a factor 2 of m; the rest underflow in exp anyway
+    e = torch.exp(u, out=work) if work is not None else torch.exp(u)
+    s = e.sum(dim=-1, keepdim=True)
+    log_s = s.log()
+    logp = (u.gather(1, ids[:, None]) - log_s).squeeze(1)
+    ent = None
+    if with_entropy:
+        # terms with exp(u - m) = 0 contribute 0, also where u = -inf (0 * -inf = NaN -> 0);
+        # u itself stays intact for a gradient computed after this
+        t = e.mul_(u).nan_to_num_(nan=0.0).sum(dim=-1, keepdim=True)
+        ent = (log_s - t / s).squeeze(1)
+    return logp, m.squeeze(1), log_s.squeeze(1), ent
 
 
 def backward_rows(
     x3: torch.Tensor,
     ids: torch.Tensor,
-    lse: torch.Tensor,
+    norm: torch.Tensor,
     ent: torch.Tensor | None,
     g_lp: torch.Tensor,
     g_ent: torch.Tensor | None,
@@ -154,7 +187,8 @@ def backward_rows(
 ) -> torch.Tensor:
     """Write dL/dlogits into ``out3`` (same shape as ``x3``; may alias it for in-place).
 
-    ``g_lp [N]``, ``g_ent [N]``: upstream gradients of the per-row log-prob and entropy.
+    ``norm [2, N]``: the forward's row maximum and ``log s``; ``g_lp [N]``, ``g_ent [N]``:
+    upstream gradients of the per-row log-prob and entropy.
     Rows whose upstream gradients are both zero (ignored rows) get a gradient of exactly 0,
     whatever their logits hold (also inf/NaN).
     """
@@ -165,7 +199,7 @@ def backward_rows(
     acc = acc_dtype(x3.dtype)
     g_lp = g_lp.to(acc)
     g_ent = None if g_ent is None else g_ent.to(acc)
-    lse = lse.to(acc)
+    norm = norm.to(acc)
     rpc = min(_rows_per_chunk(V, N), N)
     flat = _flat_ok(x3) and _flat_ok(out3)  # the same chunk boundaries for both
     bufs = _work(rpc, V, acc, x3.device, 1 if g_ent is None else 2)
@@ -182,7 +216,7 @@ def backward_rows(
         u.copy_(rows)
         if inv_temp != 1.0:
             u.mul_(inv_temp)
-        u.sub_(lse[r0:r1, None])  # u <- log p
+        u.sub_(norm[0, r0:r1, None]).sub_(norm[1, r0:r1, None])  # u <- log p, m apart
         if ge is not None:
             # dH/du_v = -p_v (log p_v + H): term = p * (log p + H), 0 where p = 0
             t = pbuf[:n]

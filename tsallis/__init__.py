@@ -7,11 +7,13 @@ rationales (q = 1); every member has the gradient direction of RLVR, amplified b
 Submodules: :mod:`tsallis.qlog` (the q-log family), :mod:`tsallis.theory` (closed-form theory),
 :mod:`tsallis.estimators` (GARL, GARL-RLOO, PAFT and RL baselines as per-sequence coefficients),
 :mod:`tsallis.loss` (the surrogate loss on per-sequence log-probs) and :mod:`tsallis.logits_loss`
-(the same loss straight from LLM logits, through the fused kernels of the ``kernels`` package).
+(the same loss straight from LLM logits, through the fused kernels of the ``kernels`` package)
+and :mod:`tsallis.linear_loss` (from the hidden states and the LM head, never building logits).
 """
 
 from . import estimators, theory
 from .estimators import ESTIMATORS, Coefficients, get_estimator, rewards_to_log_w
+from .linear_loss import TsallisLinearLoss, tsallis_linear_loss
 from .logits_loss import LogitsLossInfo, TsallisLoss, shift_for_causal_lm, tsallis_logits_loss
 from .loss import LossInfo, TsallisSequenceLoss, sequence_loss, tsallis_sequence_loss
 from .qlog import amplification, exp_q, log_q, loss_q
@@ -23,6 +25,7 @@ __all__ = [
     "Coefficients",
     "LogitsLossInfo",
     "LossInfo",
+    "TsallisLinearLoss",
     "TsallisLoss",
     "TsallisSequenceLoss",
     "__version__",
@@ -36,6 +39,7 @@ __all__ = [
     "sequence_loss",
     "shift_for_causal_lm",
     "theory",
+    "tsallis_linear_loss",
     "tsallis_logits_loss",
     "tsallis_sequence_loss",
 ]

@@ -100,7 +100,9 @@ class LogitsLossInfo:
         return int(self.coefficients.stalled.sum())
 
 
-def _layout(logits, rationale_mask, answer_mask, cu_seqlens):
+def _layout(logits, rationale_mask, answer_mask, cu_seqlens, what="logits"):
+    """The :class:`kernels.TokenLayout` of padded ``[B, T, .]`` or packed ``[N, .]`` rows
+    (``what`` names the tensor in the messages: the logits, or the hidden states)."""
     from kernels import TokenLayout
 
     if rationale_mask is None:
@@ -108,8 +110,8 @@ def _layout(logits, rationale_mask, answer_mask, cu_seqlens):
     if cu_seqlens is None:
         if logits.dim() != 3:
             raise ValueError(
-                "padded [B, T] masks need logits of shape [B, T, V]; for packed [N, V] logits "
-                f"pass cu_seqlens. Got logits of shape {tuple(logits.shape)}"
+                f"padded [B, T] masks need {what} of shape [B, T, .]; for packed [N, .] {what} "
+                f"pass cu_seqlens. Got {what} of shape {tuple(logits.shape)}"
             )
         if tuple(rationale_mask.shape) != tuple(logits.shape[:2]):
             raise ValueError(
@@ -119,7 +121,7 @@ def _layout(logits, rationale_mask, answer_mask, cu_seqlens):
         return TokenLayout.from_masks(rationale_mask, answer_mask)
     if logits.dim() != 2:
         raise ValueError(
-            f"with cu_seqlens the logits must be packed [N, V], got {tuple(logits.shape)}"
+            f"with cu_seqlens the {what} must be packed [N, .], got {tuple(logits.shape)}"
         )
     if rationale_mask.numel() != logits.shape[0]:
         raise ValueError(

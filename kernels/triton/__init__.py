@@ -53,7 +53,7 @@ def fused_rows(
     inv_temp,
     with_entropy,
     out3,
-    lse_in=None,
+    norm_in=None,
     ent_in=None,
     variant="row",
     block_v=None,
@@ -64,9 +64,10 @@ def fused_rows(
 
     ``x3 [B, T, V]`` logits; ``ids [N]`` int64 in [0, V); ``span [N]`` int8 codes; ``g_tok [N]``
     = dL/dlogp per token (0 at ignored rows); ``out3``: gradient out (may alias ``x3``: in
-    place). ``lse_in``/``ent_in``: values of the answer rows already scored (likelihood mode;
-    those rows are not swept again). ``variant``: one of :data:`FUSED_VARIANTS`; ``block_v``:
-    fixed block width (no autotuning); ``nprog``: programs per row of ``multi``.
+    place). ``norm_in [2, N]`` (row maximum, log s) / ``ent_in``: values of the answer rows
+    already scored (likelihood mode; those rows are not swept again). ``variant``: one of
+    :data:`FUSED_VARIANTS`; ``block_v``: fixed block width (no autotuning); ``nprog``:
+    programs per row of ``multi``.
 
     Returns ``(logp [N], entropy [N] or None, err [1] int32)``; ``err`` counts the cooperative
     waits that timed out (split/multi; the results are the same bits, see
@@ -83,18 +84,18 @@ def fused_rows(
     if N == 0:
         return logp, (ent if with_entropy else None), err
     g_tok = g_tok.to(torch.float32).contiguous()
-    if lse_in is not None:
-        lse_in = lse_in.to(torch.float32).contiguous()
+    if norm_in is not None:
+        norm_in = norm_in.to(torch.float32).contiguous()
     if variant in ("row", "row_rev"):
-        launch_fused_row(x3, ids, span, g_tok, lse_in, inv_temp, logp, ent, out3,
+        launch_fused_row(x3, ids, span, g_tok, norm_in, inv_temp, logp, ent, out3,
                          with_entropy=with_entropy, reverse=variant == "row_rev",
                          block_v=block_v)  # fmt: skip
     else:
-        launch_fused_split(x3, ids, span, g_tok, lse_in, inv_temp, logp, ent, out3, err,
+        launch_fused_split(x3, ids, span, g_tok, norm_in, inv_temp, logp, ent, out3, err,
                     with_entropy=with_entropy, variant=variant, block_v=block_v, nprog=nprog,
                     max_spin=max_spin)  # fmt: skip
-    if lse_in is not None and with_entropy and ent_in is not None:
-        # rows whose lse came in were not written by the kernel: keep the first pass's values
+    if norm_in is not None and with_entropy and ent_in is not None:
+        # rows whose normaliser came in were not written by the kernel: keep the first pass's values
         from ..layout import ANSWER
 
         ent = torch.where(span == ANSWER, ent_in.to(torch.float32), ent)

@@ -74,15 +74,19 @@ def zero_cols(dx_row, stride_v, lo, hi, BLOCK_V: tl.constexpr):
 
 @triton.jit
 def block_stats(u, WITH_ENT: tl.constexpr):
-    """``(m, s, t)`` of one block ``u`` (fp32, -inf where masked): the block maximum,
-    ``s = sum exp(u - m)`` and ``t = sum exp(u - m) * u`` (0 unless ``WITH_ENT``)."""
+    """``(m, s, t)`` of one block ``u`` (fp32, -inf where masked): the block maximum ``m``,
+    ``s = sum exp(u - m)`` and ``t = sum exp(u - m) (u - m)`` (0 unless ``WITH_ENT``).
+
+    ``t`` is taken on the shifted values, so it never holds the size of the logits (a sum of
+    several bf16-max entries would overflow fp32); ``m`` is -inf for an all-masked block
+    (then ``s = t = 0``)."""
     m = vmax(u)
     m_safe = tl.where(m == -float("inf"), 0.0, m)
     e = tl.exp(u - m_safe)
     s = vsum(e)
     t = 0.0
     if WITH_ENT:
-        t = vsum(e * tl.where(e > 0, u, 0.0))
+        t = vsum(e * tl.where(e > 0, u - m_safe, 0.0))
     return m, s, t
 
 
@@ -93,7 +97,8 @@ def range_stats(
 ):  # fmt: skip
     """Online ``(m, s, t)`` of ``u = x * inv_temp`` over columns [lo, hi) of one row.
 
-    ``m`` the running maximum, ``s = sum exp(u - m)``, ``t = sum exp(u - m) u`` (entropy only),
+    ``m`` the running maximum, ``s = sum exp(u - m)``, ``t = sum exp(u - m) (u - m)`` (entropy
+    only; moved to a new maximum m' as ``t' = alpha (t + s (m - m'))``, ``alpha = exp(m - m')``),
     blocks of ``BLOCK_V`` from ``lo`` upwards. ``EVICT``: loads marked ``evict_last`` (the row
     is about to be read again).
     """
@@ -112,23 +117,28 @@ def range_stats(
         m_safe = tl.where(m_new == -float("inf"), 0.0, m_new)
         alpha = tl.exp(m - m_safe)
         e = tl.exp(u - m_safe)
-        s = s * alpha + vsum(e)
         if WITH_ENT:
-            t = t * alpha + vsum(e * tl.where(e > 0, u, 0.0))
+            moved = tl.where(s > 0, s * (m - m_safe), 0.0)
+            t = alpha * (t + moved) + vsum(e * tl.where(e > 0, u - m_safe, 0.0))
+        s = s * alpha + vsum(e)
         m = m_new
     return m, s, t
 
 
 @triton.jit
-def online_lse(
+def online_norm(
     x_row, stride_v, V, inv_temp, WITH_ENT: tl.constexpr, EVICT: tl.constexpr,
     BLOCK_V: tl.constexpr,
 ):  # fmt: skip
-    """One sweep over a row: ``(lse, H)`` of ``u = x * inv_temp`` (``H`` meaningful only with
-    ``WITH_ENT``): ``lse = m + log s``, ``H = lse - t / s``."""
+    """One sweep over a row: ``(m, log_s, H)`` of ``u = x * inv_temp``: the row maximum (0 for
+    an all -inf row), ``log s = log sum exp(u - m)`` and (with ``WITH_ENT``) the entropy
+    ``H = log s - t / s``. ``m`` and ``log s`` stay apart (``lse = m + log s`` rounded to fp32
+    loses the digits that ``u - lse`` needs when the logits are large): ``log p = (u - m) -
+    log s``."""
     m, s, t = range_stats(x_row, stride_v, 0, V, inv_temp, WITH_ENT, EVICT, BLOCK_V)
-    lse = m + tl.log(s)
-    return lse, lse - t / s
+    m_safe = tl.where(m == -float("inf"), 0.0, m)
+    log_s = tl.log(s)
+    return m_safe, log_s, log_s - t / s
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ For upstream gradients ``g = dL/dlogp`` and ``e = dL/dH`` of a row (``p = softma
 
     dL/dz_v = (1/tau) [ g (1[v = id] - p_v) - e p_v (log p_v + H) ]
 
-One program per row, from the saved ``lse`` and ``H``: reads the row once and writes it once,
+One program per row, from the saved row maximum ``m``, ``log s`` and ``H`` (``log p = (u - m) -
+log s``, shift invariant): reads the row once and writes it once,
 4 bytes per element for bf16 (6 with the forward). A row whose ``g`` and ``e`` are both zero
 (ignored rows) is written as zeros without being read, so non-finite logits there cannot leak.
 """
@@ -39,7 +40,8 @@ def _bwd_kernel(
     T,
     V,
     IDS,  # [N] int64 token ids
-    LSE,  # [N] fp32 saved logsumexp
+    ROWMAX,  # [N] fp32 saved row maximum m
+    LOGS,  # [N] fp32 saved log s (lse = m + log s, kept apart)
     ENT,  # [N] fp32 saved entropy (WITH_ENT)
     G_LP,  # [N] fp32 dL/dlogp
     G_ENT,  # [N] fp32 dL/dH (WITH_ENT)
@@ -61,7 +63,8 @@ def _bwd_kernel(
         zero_cols(dx_row, sdv, 0, V, BLOCK_V)
         return
     x_row = X + row_offset(row, T, sxb, sxt)
-    lse = tl.load(LSE + row)
+    m = tl.load(ROWMAX + row)
+    log_s = tl.load(LOGS + row)
     h = 0.0
     if WITH_ENT:
         h = tl.load(ENT + row)
@@ -70,7 +73,7 @@ def _bwd_kernel(
         cols = start + tl.arange(0, BLOCK_V)
         msk = cols < V
         u = tl.load(x_row + cols.to(tl.int64) * sxv, mask=msk, other=-float("inf"))
-        logp = u.to(tl.float32) * inv_temp - lse
+        logp = (u.to(tl.float32) * inv_temp - m) - log_s
         p = tl.exp(logp)
         grad = g * (tl.where(cols == tok, 1.0, 0.0) - p)
         if WITH_ENT:
@@ -113,11 +116,11 @@ def _tuned():
     return _TUNED[0]
 
 
-def backward_rows(x3, ids, lse, ent, g_lp, g_ent, inv_temp, out3, block_v=None):
+def backward_rows(x3, ids, norm, ent, g_lp, g_ent, inv_temp, out3, block_v=None):
     """Write dL/dlogits into ``out3`` (same shape as ``x3``; may alias it: in place).
 
     ``g_lp [N]``, ``g_ent [N]`` (or None): upstream gradients of the per-row log-prob and
-    entropy; ``lse``, ``ent``: the forward's saved values.
+    entropy; ``norm [2, N]`` (row maximum, log s), ``ent``: the forward's saved values.
     """
     B, T, V = x3.shape
     N = B * T
@@ -126,9 +129,11 @@ def backward_rows(x3, ids, lse, ent, g_lp, g_ent, inv_temp, out3, block_v=None):
     with_ent = g_ent is not None
     g_lp = g_lp.to(torch.float32).contiguous()
     g_ent_arg = g_ent.to(torch.float32).contiguous() if with_ent else g_lp
-    ent_arg = ent if (with_ent and ent is not None) else lse
+    norm = norm.to(torch.float32)
+    ent_arg = ent if (with_ent and ent is not None) else norm[1]
     inplace = out3.data_ptr() == x3.data_ptr()
-    args = (x3, *x_strides(x3), T, V, ids, lse, ent_arg, g_lp, g_ent_arg, float(inv_temp),
+    args = (x3, *x_strides(x3), T, V, ids, norm[0], norm[1], ent_arg, g_lp, g_ent_arg,
+            float(inv_temp),
             out3, *x_strides(out3))  # fmt: skip
     kw = {"WITH_ENT": with_ent}
     launch(_bwd_kernel, _tuned, DEFAULT, lambda bv: N, args, kw, block_v, tune=not inplace)

@@ -1,9 +1,10 @@
 """Forward kernel: per-row log-prob, logsumexp and entropy (one program per row).
 
 Per row (``u = z / tau``): an online logsumexp over V in blocks of ``BLOCK_V`` (running max
-``m``, running ``s = sum exp(u - m)``, and for the entropy ``t = sum exp(u - m) u``), then
-``logp = u[id] - lse`` and ``H = lse - t / s``. Reads the row once: 2 bytes per element for
-bf16 logits, the floor for a forward pass (``kernels/README.md``).
+``m``, running ``s = sum exp(u - m)``, and for the entropy ``t = sum exp(u - m) (u - m)``),
+then ``logp = (u[id] - m) - log s`` and ``H = log s - t / s``: shift invariant, ``m`` and
+``log s`` are stored apart (``norm [2, N]``, see :mod:`kernels.reference`). Reads the row
+once: 2 bytes per element for bf16 logits, the floor for a forward pass (``kernels/README.md``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ._common import (
     SPAN_IGNORED,
     configs,
     launch,
-    online_lse,
+    online_norm,
     row_offset,
     x_strides,
 )
@@ -43,7 +44,8 @@ def _fwd_kernel(
     SPAN,  # [N] int8 span codes (read only when SELECT != 0)
     inv_temp,  # 1 / temperature (fp32)
     LOGP,  # [N] fp32 out (rows not selected are left untouched: zero-initialised)
-    LSE,  # [N] fp32 out
+    ROWMAX,  # [N] fp32 out: the row maximum m (norm[0])
+    LOGS,  # [N] fp32 out: log s = log sum exp(u - m) (norm[1])
     ENT,  # [N] fp32 out (only when WITH_ENT)
     SELECT: tl.constexpr,  # 0: every row; 1: rows not ignored; 2: answer rows
     WITH_ENT: tl.constexpr,
@@ -57,11 +59,12 @@ def _fwd_kernel(
         if tl.load(SPAN + row) != SPAN_ANSWER:
             return
     x_row = X + row_offset(row, T, sxb, sxt)
-    lse, ent = online_lse(x_row, sxv, V, inv_temp, WITH_ENT, False, BLOCK_V)
+    m, log_s, ent = online_norm(x_row, sxv, V, inv_temp, WITH_ENT, False, BLOCK_V)
     tok = tl.load(IDS + row)
     x_t = tl.load(x_row + tok * sxv).to(tl.float32) * inv_temp
-    tl.store(LOGP + row, x_t - lse)
-    tl.store(LSE + row, lse)
+    tl.store(LOGP + row, (x_t - m) - log_s)
+    tl.store(ROWMAX + row, m)
+    tl.store(LOGS + row, log_s)
     if WITH_ENT:
         tl.store(ENT + row, ent)
 
@@ -77,7 +80,7 @@ def _tuned():
 
 
 def forward_rows(x3, ids, inv_temp, with_entropy, span=None, select=SELECT_ALL, block_v=None):
-    """``(logp [N], lse [N], entropy [N] or None)`` in fp32; rows not selected get 0.
+    """``(logp [N], norm [2, N], entropy [N] or None)`` in fp32; rows not selected get 0.
 
     ``x3``: logits ``[B, T, V]`` (any strides); ``ids``: ``[N]`` int64 in [0, V); ``span``:
     ``[N]`` int8 codes (needed when ``select`` is ``SELECT_ACTIVE`` or ``SELECT_ANSWER``);
@@ -87,12 +90,12 @@ def forward_rows(x3, ids, inv_temp, with_entropy, span=None, select=SELECT_ALL, 
     N = B * T
     dev = x3.device
     logp = torch.zeros(N, dtype=torch.float32, device=dev)
-    lse = torch.zeros(N, dtype=torch.float32, device=dev)
-    ent = torch.zeros(N, dtype=torch.float32, device=dev) if with_entropy else lse
+    norm = torch.zeros(2, N, dtype=torch.float32, device=dev)
+    ent = torch.zeros(N, dtype=torch.float32, device=dev) if with_entropy else logp
     if N == 0:
-        return logp, lse, (ent if with_entropy else None)
+        return logp, norm, (ent if with_entropy else None)
     span_arg = span if span is not None else ids
-    args = (x3, *x_strides(x3), T, V, ids, span_arg, float(inv_temp), logp, lse, ent)
+    args = (x3, *x_strides(x3), T, V, ids, span_arg, float(inv_temp), logp, norm[0], norm[1], ent)
     kw = {"SELECT": int(select), "WITH_ENT": bool(with_entropy)}
     launch(_fwd_kernel, _tuned, DEFAULT, lambda bv: N, args, kw, block_v, tune=True)
-    return logp, lse, (ent if with_entropy else None)
+    return logp, norm, (ent if with_entropy else None)

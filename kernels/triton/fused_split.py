@@ -5,9 +5,14 @@ between the two sweeps of the one-program-per-row kernel. Here each row is cut i
 column ranges, one program per range, and the row's logsumexp is assembled from the ranges'
 partial statistics by a two-stage logsumexp:
 
-    partial of range j:   m_j = max u,   s_j = sum exp(u - m_j),   t_j = sum exp(u - m_j) u
-    row:                  M = max_j m_j, S = sum_j s_j exp(m_j - M), lse = M + log S,
-                          H = lse - sum_j t_j exp(m_j - M) / S
+    partial of range j:   m_j = max u,   s_j = sum exp(u - m_j),
+                          t_j = sum exp(u - m_j) (u - m_j)
+    row:                  M = max_j m_j, w_j = exp(m_j - M), S = sum_j s_j w_j,
+                          H = log S - sum_j w_j (t_j + s_j (m_j - M)) / S,
+                          logp = (u[id] - M) - log S,   p_v = exp((u_v - M) - log S)
+
+(every quantity on values shifted by a maximum, M and log S kept apart: the rounding error does
+not grow with the size of the logits).
 
 The combine runs over the P partials in the same order in every program of the row, so all of
 them (and every launch) see the same bits. Three variants (``kernels/README.md``):
@@ -94,16 +99,18 @@ def programs_per_row(V: int) -> int:
 
 @triton.jit
 def _combine(pm, ps, pt, WITH_ENT: tl.constexpr):
-    """Two-stage logsumexp of the partials ``(m_j, s_j, t_j)``: ``(lse, H)``."""
+    """Two-stage logsumexp of the partials ``(m_j, s_j, t_j)``: ``(M, log S, H)`` (module
+    docstring; ``M`` is 0 for an all -inf row)."""
     M = vmax(pm)
     M_safe = tl.where(M == -float("inf"), 0.0, M)
     w = tl.exp(pm - M_safe)
     S = vsum(ps * w)
-    lse = M + tl.log(S)
-    ent = lse
+    log_s = tl.log(S)
+    ent = log_s
     if WITH_ENT:
-        ent = lse - vsum(w * tl.where(w > 0, pt, 0.0)) / S
-    return lse, ent
+        moved = tl.where(ps > 0, pt + ps * (pm - M_safe), 0.0)
+        ent = log_s - vsum(w * moved) / S
+    return M_safe, log_s, ent
 
 
 @triton.jit
@@ -132,7 +139,8 @@ def _fused_split_kernel(
     IDS,  # [N] int64 token ids
     SPAN,  # [N] int8 span codes (kernels.layout)
     G,  # [N] fp32 dL/dlogp per token
-    LSE_IN,  # [N] fp32 lse of the answer rows already scored (HAS_LSE_IN)
+    M_IN,  # [N] fp32 row maximum of the answer rows already scored (HAS_LSE_IN)
+    LOGS_IN,  # [N] fp32 their log s
     inv_temp,
     LOGP,  # [N] fp32 out
     ENT,  # [N] fp32 out (WITH_ENT)
@@ -212,7 +220,8 @@ def _fused_split_kernel(
                 tl.atomic_add(CNT + row, 1, sem="release")
     if PHASE != 1:
         if known:
-            lse = tl.load(LSE_IN + row)
+            m_row = tl.load(M_IN + row)
+            log_s = tl.load(LOGS_IN + row)
         else:
             arrived = NPROG
             if PHASE == 0:
@@ -241,14 +250,14 @@ def _fused_split_kernel(
                     pm = tl.where(j == k, m_k, pm)
                     ps = tl.where(j == k, s_k, ps)
                     pt = tl.where(j == k, t_k, pt)
-            lse, ent = _combine(pm, ps, pt, WITH_ENT)
+            m_row, log_s, ent = _combine(pm, ps, pt, WITH_ENT)
             if c == 0:
-                tl.store(LOGP + row, x_t - lse)
+                tl.store(LOGP + row, (x_t - m_row) - log_s)
                 if WITH_ENT:
                     tl.store(ENT + row, ent)
         g = tl.load(G + row) * inv_temp
         if HOLD:
-            p = tl.exp(u - lse)
+            p = tl.exp((u - m_row) - log_s)
             grad = g * (tl.where(cols == tok, 1.0, 0.0) - p)
             tl.store(dx_row + cols.to(tl.int64) * sdv, grad.to(DX.dtype.element_ty),
                      mask=cols < V)  # fmt: skip
@@ -257,7 +266,7 @@ def _fused_split_kernel(
                 cc = start + tl.arange(0, BLOCK_V)
                 msk = cc < hi
                 x = tl.load(x_row + cc.to(tl.int64) * sxv, mask=msk, other=-float("inf"))
-                p = tl.exp(x.to(tl.float32) * inv_temp - lse)
+                p = tl.exp((x.to(tl.float32) * inv_temp - m_row) - log_s)
                 grad = g * (tl.where(cc == tok, 1.0, 0.0) - p)
                 tl.store(dx_row + cc.to(tl.int64) * sdv, grad.to(DX.dtype.element_ty),
                          mask=msk)  # fmt: skip
@@ -317,7 +326,7 @@ def split_falls_back(V: int, n_sm, block_v=None) -> bool:
     return n_sm is not None and split_max_chunks(V, block_v) > int(n_sm)
 
 
-def launch_fused_split(x3, ids, span, g_tok, lse_in, inv_temp, logp, ent, out3, err, *,
+def launch_fused_split(x3, ids, span, g_tok, norm_in, inv_temp, logp, ent, out3, err, *,
                        with_entropy, variant, block_v=None, nprog=None,
                        max_spin=None):  # fmt: skip
     """Launch ``split`` / ``split_2pass`` / ``multi`` (see the module docstring).
@@ -356,9 +365,10 @@ def launch_fused_split(x3, ids, span, g_tok, lse_in, inv_temp, logp, ent, out3, 
     ticket = torch.zeros(1, dtype=torch.int32, device=dev)
     if max_spin is None:
         max_spin = 2 if INTERPRET else (INPLACE_MAX_SPIN if inplace else GPU_MAX_SPIN)
-    has_lse_in = lse_in is not None
+    has_lse_in = norm_in is not None
+    m_in, logs_in = (norm_in[0], norm_in[1]) if has_lse_in else (g_tok, g_tok)
     common = (x3, x3.stride(0), x3.stride(1), x3.stride(2), T, V, ids, span, g_tok,
-              lse_in if has_lse_in else g_tok, float(inv_temp), logp, ent, out3,
+              m_in, logs_in, float(inv_temp), logp, ent, out3,
               out3.stride(0), out3.stride(1), out3.stride(2), part, pstride, P, cnt, ticket, err,
               int(max_spin))  # fmt: skip
     flags = {"HOLD": hold, "HAS_LSE_IN": has_lse_in, "WITH_ENT": bool(with_entropy)}
