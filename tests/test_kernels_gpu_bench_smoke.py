@@ -82,6 +82,10 @@ def test_gpu_bench_smoke(tmp_path):
         assert trl["status"] == "ok" and trl["H"] == 8, trl
         assert [k["check"] for k in trl["checks"]] == ["d_hidden vs float64 (normwise)",
                                                        "d_weight vs float64 (normwise)"]
+    if hasattr(kernels, "fused_linear_sequence_loss"):  # the hidden-state loss, Triton path
+        lin = [c for c in cases if c["kind"] == "linear"]
+        assert {c["mode"] for c in lin} == {"verifier", "likelihood"}
+        assert all(c["status"] == "ok" and len(c["checks"]) == 6 for c in lin), lin
     checks_ = [k["check"] for c in cases for k in c.get("checks", [])]
     assert any(k.startswith("batch invariant") for k in checks_)
     assert {g["status"] for g in res["goals"]} == {"not measured"}
