@@ -312,6 +312,14 @@ def test_kernel_tests_record(tmp_path):
     rec = bench.correctness.run_kernel_tests([str(t) + "::test_a"], str(out), 120,
                                              extra_args=alone)
     assert rec["ok"] and rec["counts"]["passed"] == 1
+    # each target in its own process, the counts summed
+    rec = bench.correctness.run_kernel_tests([f"{t}::test_a", f"{t}::test_b"], str(out), 120,
+                                             extra_args=alone)  # fmt: skip
+    assert len(rec["runs"]) == 2 and rec["counts"]["tests"] == 2 and rec["returncode"] == 1
+    slow = tmp_path / "test_slow.py"
+    slow.write_text("import time\n\ndef test_slow():\n    time.sleep(60)\n")
+    rec = bench.correctness.run_kernel_tests([str(slow)], str(out), 4, extra_args=alone)
+    assert rec["returncode"] is None and not rec["ok"] and "timed out" in rec["summary"]
 
 
 # ------------------------------------------------------------------------ dispatch candidate

@@ -1,12 +1,12 @@
 """Correctness on the GPU is the kernel test files run by pytest on that GPU: the runner runs
-them first (compiled kernels: ``TRITON_INTERPRET`` removed from the environment), in their own
-process, and records the outcome in the result JSON (``tests``) next to the timings.
+them first (compiled kernels: ``TRITON_INTERPRET`` removed from the environment), each file in
+its own process, and records the outcome in the result JSON (``tests``) next to the timings.
 
 The default target is ``tests/test_kernels_gpu.py``: the kernels' behaviour off the timed
 shapes at GPU sizes (awkward shapes and dtypes, V = 151936 rows, one sequence of 70000
 tokens, non-contiguous views, forced cooperative-wait timeouts, no host synchronisation). The
 other ``tests/test_kernels_*.py`` files run the kernels under the Triton interpreter (CI's
-job); they can be added with ``--kernel-tests``.
+job; about a minute or two in all); they can be added with ``--kernel-tests``.
 """
 
 from __future__ import annotations
@@ -44,17 +44,13 @@ def parse_junit(path: str) -> dict:
     return {"counts": counts, "failed": failed, "skipped": skipped}
 
 
-def run_kernel_tests(targets, out_dir: str, timeout_s: float, extra_args=()) -> dict:
-    """Run pytest on ``targets`` in a fresh process (compiled Triton: no ``TRITON_INTERPRET``),
-    its output in ``out_dir/kernel-tests.log``; the record of the run, never raises."""
-    xml = os.path.join(out_dir, "kernel-tests.xml")
-    log = os.path.join(out_dir, "kernel-tests.log")
+def _run_one(target, xml, timeout_s, extra_args) -> tuple[dict, str]:
+    """pytest on one target in a fresh process: (record, output)."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
-           *extra_args, *targets]  # fmt: skip
+           *extra_args, target]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    rec = {"command": "python3 -m pytest " + " ".join(cmd[3:]), "targets": list(targets),
-           "log": os.path.basename(log)}  # fmt: skip
+    rec = {"target": target, "command": "python3 -m pytest " + " ".join(cmd[3:])}
     t0 = time.time()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT,
@@ -63,18 +59,48 @@ def run_kernel_tests(targets, out_dir: str, timeout_s: float, extra_args=()) -> 
         output = proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as e:
         rec["returncode"] = None
-        rec["timed_out_after_s"] = timeout_s
-        output = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) \
-            else (e.stdout or "")  # fmt: skip
+        rec["timed_out_after_s"] = round(timeout_s, 1)
+        out = e.stdout or ""
+        output = out.decode(errors="replace") if isinstance(out, bytes) else out
     rec["wall_s"] = round(time.time() - t0, 1)
-    with open(log, "w") as f:
-        f.write(output)
     lines = [ln for ln in output.strip().splitlines() if ln.strip()]
     rec["summary"] = lines[-1].strip("= ") if lines else "no output"
-    if os.path.exists(xml):
-        try:
-            rec.update(parse_junit(xml))
-        except ET.ParseError as e:
-            rec["junit_error"] = str(e)
-    rec["ok"] = rec["returncode"] == 0
-    return rec
+    if rec["returncode"] is None:
+        rec["summary"] = f"timed out after {timeout_s:.0f} s ({rec['summary']})"
+    return rec, output
+
+
+def run_kernel_tests(targets, out_dir: str, timeout_s: float, extra_args=()) -> dict:
+    """Run pytest on each of ``targets`` in its own fresh process (compiled Triton: no
+    ``TRITON_INTERPRET``; a file that switches the interpreter on at import cannot spoil
+    another's kernels), within ``timeout_s`` in all; their output in
+    ``out_dir/kernel-tests.log``. The record of the runs, never raises."""
+    t0 = time.time()
+    runs, logs = [], []
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "passed": 0}
+    failed, skipped = [], []
+    for i, target in enumerate(targets):
+        xml = os.path.join(out_dir, f"kernel-tests-{i}.xml")
+        left = max(timeout_s - (time.time() - t0), 1.0)
+        rec, output = _run_one(target, xml, left, extra_args)
+        logs.append(f"===== {rec['command']}\n{output}")
+        if os.path.exists(xml):
+            try:
+                j = parse_junit(xml)
+                for k in counts:
+                    counts[k] += j["counts"][k]
+                failed += j["failed"]
+                skipped += j["skipped"]
+            except ET.ParseError as e:
+                rec["junit_error"] = str(e)
+        runs.append(rec)
+    log = os.path.join(out_dir, "kernel-tests.log")
+    with open(log, "w") as f:
+        f.write("\n".join(logs))
+    codes = [r["returncode"] for r in runs]
+    return {"targets": list(targets), "runs": runs, "log": os.path.basename(log),
+            "counts": counts, "failed": failed, "skipped": skipped,
+            "returncode": None if None in codes else max(codes, default=0),
+            "summary": "; ".join(r["summary"] for r in runs),
+            "wall_s": round(time.time() - t0, 1),
+            "ok": all(c == 0 for c in codes)}  # fmt: skip
