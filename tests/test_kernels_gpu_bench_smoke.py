@@ -184,6 +184,16 @@ def test_ulp_and_grad_criterion():
     assert not st.result("x")["ok"]
 
 
+def test_timing_record_on_cpu():
+    t = bench.timing
+    assert t.tensor_bytes((torch.zeros(3, 4), torch.zeros(5, dtype=torch.bfloat16), None)) == 58
+    assert t.peak_extra(lambda: torch.zeros(2), None, cuda=False) is None
+    rec = t.measure(t.TimingSpec(lambda: torch.zeros(8), floor=800, logits_bytes=64,
+                                 flops=1e6), cuda=False)  # fmt: skip
+    assert rec["ms"] > 0 and rec["GBps_vs_floor"] > 0 and rec["TFLOPs"] > 0
+    assert "peak_extra_bytes" not in rec and "not a measurement" in rec["note"]
+
+
 def _upstream_check(upstream, scale):
     """check_fused of torch's float32 gradient of ``upstream * L``, claimed as ``upstream *
     scale * L``'s."""

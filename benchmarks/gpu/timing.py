@@ -19,14 +19,15 @@ from dataclasses import dataclass
 class TimingSpec:
     """What to time: ``fn`` (no arguments), the bytes it must move at least (``floor``), the
     bytes of the logits it works on (the unit of its extra memory), the bytes of its outputs
-    that the peak should not count (``held``: one gradient buffer), ``restore`` (called before
+    that the peak should not count (``held``: one gradient buffer; None: whatever tensors
+    ``fn`` returns, measured), ``restore`` (called before
     each timing: in-place cases rewrite their input), ``read`` (the forward's floor, for
     forward+backward rows: their two-pass floor is ``floor + read``)."""
 
     fn: Callable
     floor: int
     logits_bytes: int
-    held: int = 0
+    held: int | None = 0
     restore: Callable | None = None
     floor_per_elem: int | None = None
     read: int | None = None
@@ -44,9 +45,16 @@ def time_ms(fn, cuda: bool) -> float:
     return (time.perf_counter() - t) * 1e3
 
 
-def peak_extra(fn, held_bytes: int, cuda: bool):
-    """Bytes allocated beyond the inputs at peak while ``fn`` runs and its outputs are held,
-    minus ``held_bytes``; None off CUDA (no allocator statistics)."""
+def tensor_bytes(out) -> int:
+    """Bytes of the tensors in ``out`` (a tensor or a tuple / list of them)."""
+    items = out if isinstance(out, (tuple, list)) else (out,)
+    return sum(t.numel() * t.element_size() for t in items if hasattr(t, "element_size"))
+
+
+def peak_extra(fn, held_bytes, cuda: bool):
+    """``(bytes allocated beyond the inputs at peak while fn runs and its outputs are held,
+    minus held_bytes, held_bytes)``; ``held_bytes`` None: the bytes of the tensors ``fn``
+    returns. None off CUDA (no allocator statistics)."""
     if not cuda:
         return None
     import torch
@@ -58,8 +66,9 @@ def peak_extra(fn, held_bytes: int, cuda: bool):
     out = fn()
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - base
+    held = tensor_bytes(out) if held_bytes is None else int(held_bytes)
     del out
-    return int(peak) - int(held_bytes)
+    return int(peak) - held, held
 
 
 def measure(spec: TimingSpec, cuda: bool) -> dict:
@@ -77,8 +86,8 @@ def measure(spec: TimingSpec, cuda: bool) -> dict:
         spec.restore()
     pk = peak_extra(spec.fn, spec.held, cuda)
     if pk is not None:
-        t["peak_extra_bytes"] = pk
-        t["peak_extra_frac_of_logits"] = pk / spec.logits_bytes
+        t["peak_extra_bytes"], t["held_bytes"] = pk
+        t["peak_extra_frac_of_logits"] = pk[0] / spec.logits_bytes
     if not cuda:
         t["note"] = "smoke: one wall-clock call on CPU, not a measurement"
     return t
