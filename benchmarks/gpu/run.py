@@ -41,7 +41,7 @@ START = time.time()
 AUTOTUNE_ENV = "TSALLIS_TRITON_AUTOTUNE"
 #: default deadline of a GPU run (s from the start, the kernel tests included): the run ends
 #: within 9 minutes with the last case, the summary and the files
-DEFAULT_DEADLINE_S = 480.0
+DEFAULT_DEADLINE_S = 450.0
 #: the kernel tests' share of it at most (s)
 DEFAULT_TESTS_TIMEOUT_S = 150.0
 
@@ -249,6 +249,9 @@ def main(argv=None) -> int:
     if args.only:
         cases = [c for c in cases if re.search(args.only, c.name)]
     if args.list:
+        if not args.smoke:
+            print(f"kernel tests first: up to {args.kernel_tests_timeout:.0f} s; cases skipped "
+                  f"past {args.deadline_s or DEFAULT_DEADLINE_S:.0f} s from the start")
         print("\n".join(budget_lines(cases)))
         return 0
     import torch
