@@ -554,7 +554,7 @@ def h_liger_linear(b: Bench, case, row):
     B, T, H = ld.w.B, ld.w.T, ld.w.H
     # on-policy GRPO with beta 0: per-token weight adv_b / (n_b B), our verifier-mode loss
     mod = cls(beta=0.0, use_ref_model=False, loss_type="grpo", temperature=1.0)
-    ids, mask = ld.ids.view(B, T), ld.active.int()
+    ids, mask = ld.ids.view(B, T), ld.active.float()  # as Liger's own tests pass it
     leaves = (ld.hidden, ld.weight)
 
     def call():
