@@ -496,3 +496,52 @@ def test_goals_ratios_and_summary_on_gpu_like_results(capsys):
                                                 row("liger_fwd", 32000, 1.0, peer=True)]}
     report.fill_ratios(smoke)
     assert "ratio_to_liger" not in smoke["cases"][0]["timing"]
+
+
+class _FakeLigerLinearGRPO:
+    """LigerFusedLinearGRPOLoss's call convention in plain torch (on-policy, beta 0):
+    ``loss_type="grpo"`` averages each sequence's tokens, then the batch; "padded" (wrong)
+    divides by every position of the batch, padding included."""
+
+    def __init__(self, beta, use_ref_model, loss_type, temperature):
+        assert beta == 0.0 and not use_ref_model and temperature == 1.0
+        self.loss_type = loss_type
+
+    def __call__(self, x, weight, ids, mask, adv):
+        lp = (x.float() @ weight.float().T).log_softmax(-1).gather(-1, ids[..., None])[..., 0]
+        per_tok = -adv[:, None] * torch.exp(lp - lp.detach()) * mask
+        if self.loss_type == "grpo":
+            loss = (per_tok.sum(-1) / mask.sum(-1).clamp(min=1)).sum() / x.shape[0]
+        else:
+            loss = per_tok.sum() / mask.numel()
+        return loss, [torch.zeros(())]
+
+
+def _fake_cce(e, c, targets, reduction="mean"):
+    assert reduction == "none"
+    lp = (e.float() @ c.float().T).log_softmax(-1)
+    nll = -lp.gather(-1, targets.clamp(min=0)[:, None])[:, 0]
+    return torch.where(targets == -100, 0.0, nll)
+
+
+@pytest.mark.parametrize("kind,entry,ok", [
+    ("liger_linear", lambda: _FakeLigerLinearGRPO, True),
+    ("liger_linear", lambda: lambda **kw: _FakeLigerLinearGRPO(**{**kw, "loss_type": "padded"}),
+     False),
+    ("cce", lambda: _fake_cce, True),
+    ("cce", lambda: lambda e, c, t, reduction: _fake_cce(e, c, t, reduction) * 1.05, False),
+])  # fmt: skip
+def test_hidden_state_peer_handlers_compute_our_loss(kind, entry, ok):
+    """The Liger and cut-cross-entropy handlers' glue (call convention, masks, GRPO weights)
+    against plain-torch stand-ins: the right loss passes the float64 checks, a wrong
+    normalisation fails them."""
+    key = {"liger_linear": ("liger", "LigerFusedLinearGRPOLoss"),
+           "cce": ("cce", "linear_cross_entropy")}[kind]  # fmt: skip
+    peers = peers_mod.load_peers(disabled=("liger", "trl", "cce"))
+    peers[key[0]] = peers_mod.Peer(key[0], {key[1]: entry()}, "fake")
+    lw = registry.LinearWorkload(3, 5, 29, 16, dtype="float32", masked_tail=1, answer_len=2)
+    row = bench.run.run_case(bench.handlers.Bench("cpu", True, peers),
+                             registry.Case("peer", kind, lw))  # fmt: skip
+    assert row["status"] == ("ok" if ok else "fail"), row
+    assert [c["check"] for c in row["checks"]] == ["d_hidden vs float64 (normwise)",
+                                                   "d_weight vs float64 (normwise)"]
