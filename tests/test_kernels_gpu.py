@@ -1,6 +1,7 @@
 """The Triton kernels compiled on a GPU, off the benchmark's timed shapes: awkward shapes and
-dtypes, V = 151936 rows, one sequence of 70000 tokens (no grid limit), a non-contiguous view,
-forced cooperative-wait timeouts, split's fallback, and no host synchronisation.
+dtypes, V = 151936 rows, the hidden-state loss at shapes that are multiples of nothing, one
+sequence of 70000 tokens (no grid limit), a non-contiguous view, forced cooperative-wait
+timeouts, split's fallback, and no host synchronisation.
 
 On a CUDA machine this file runs the compiled kernels at GPU sizes; ``benchmarks/gpu_bench.py``
 runs it with pytest before its first case (in its own process: the other kernel test files
@@ -65,6 +66,8 @@ NONCONTIG = (6, 4, 301) if CUDA else (3, 2, 21)
 SAME_BITS = (Workload(4, 256, 151936, masked_tail=16, temperature=0.7) if CUDA
              else Workload(2, 2, 37, masked_tail=0, answer_len=1, temperature=0.7))  # fmt: skip
 FALLBACK_BLOCK_V = 1024 if CUDA else None
+#: hidden-state loss (B, T, V, H, masked_tail, answer_len): N, V, H multiples of no block
+LINEAR = (3, 347, 50021, 200, 13, 7) if CUDA else (2, 3, 37, 8, 1, 1)
 
 
 @pytest.fixture(autouse=True)
@@ -209,6 +212,35 @@ def test_same_bits_forced_timeouts_and_fallback():
         res.append(checks.bitwise("split fallback == split_2pass",
                                   [(got[0], ref[0]), (got[1], ref[1])]))  # fmt: skip
     _assert_ok(res)
+
+
+@pytest.mark.parametrize("dt", ["bfloat16", "float32"])
+@pytest.mark.parametrize("mode", ["verifier", "likelihood"])
+def test_hidden_state_loss(dt, mode):
+    """``fused_linear_sequence_loss`` (Triton path): d hidden, d weight, the sums and the
+    token log-probs against the float64 oracle, normwise against the chunked yardstick in the
+    inputs' dtype (the benchmark's criterion), and bitwise repeatable."""
+    import kernels
+
+    if not hasattr(kernels, "fused_linear_sequence_loss"):  # pragma: no cover
+        pytest.skip("kernels.fused_linear_sequence_loss is not available")
+    B, T, V, H, tail, n_ans = LINEAR
+    w = bench.registry.LinearWorkload(B, T, V, H, dtype=dt, masked_tail=tail, answer_len=n_ans)
+    ld = bench.workloads.make_linear_data(w, DEV)
+    rule = bench.workloads.make_rule(ld.c, n_ans)
+    coefs = rule if mode == "likelihood" else (ld.c, ld.c)
+
+    def call():
+        res = kernels.fused_linear_sequence_loss(ld.hidden, ld.weight, ld.ids, ld.layout, coefs,
+                                                 normalizer=ld.norm, impl="triton")
+        return (*torch.autograd.grad(res.loss, (ld.hidden, ld.weight)), res)
+
+    gh, gw, res = call()
+    out = checks.check_linear(ld, mode, gh, gw, res.logp_z, res.logp_y, res.token_logp,
+                              rows=256)  # fmt: skip
+    gh2, gw2, _ = call()
+    out.append(checks.bitwise("repeatable", [(gh, gh2), (gw, gw2)]))
+    _assert_ok(out)
 
 
 def _sync_debug_calls(d, tau) -> list:
