@@ -80,6 +80,7 @@ __all__ = [
     "likelihood_row",
     "likelihood_rows",
     "reward_log_w",
+    "rollout_stats",
     "row_coefficients",
     "split_rationale",
 ]
@@ -590,11 +591,29 @@ def row_coefficients(
         gid[flat] = (n_groups + torch.arange(rows.shape[0])).repeat_interleave(M)
         n_groups += rows.shape[0]
         parts.append(c)
-    stats = _stats(parts, float(q), estimator, mode, n_groups, forced, B)
+    stats = rollout_stats(*parts, forced=forced)
     return RowCoefficients(coef_z, coef_y, sizes, gid, n_groups, stats, tuple(parts))
 
 
-def _stats(parts, q, estimator, mode, n_groups, forced, B) -> RolloutStats:
+def rollout_stats(*coefficients: _est.Coefficients, forced=None) -> RolloutStats:
+    """The :class:`RolloutStats` of one or more estimator outputs of one batch (e.g. the
+    ``info.coefficients`` of :func:`tsallis.tsallis_logits_loss`), ``forced`` the rows' forced
+    markers if known.
+
+    >>> from tsallis.estimators import garl_rloo
+    >>> c = garl_rloo(torch.log(torch.tensor([[0.5, 0.5]])), 0.5)
+    >>> rollout_stats(c).w_mean
+    0.5
+    """
+    if not coefficients:
+        raise ValueError("rollout_stats needs at least one Coefficients")
+    parts = coefficients
+    first = parts[0]
+    B = sum(c.coef_z.numel() for c in parts)
+    n_groups = sum(c.stalled.numel() for c in parts)
+    q, estimator, mode = first.q, first.estimator, first.mode
+    if isinstance(q, torch.Tensor):
+        q = float(q.reshape(-1)[0]) if bool((q == q.reshape(-1)[0]).all()) else float("nan")
     stalled = torch.cat([c.stalled.reshape(-1) for c in parts])
     log_mean = torch.cat([c.log_w_mean.reshape(-1).to(torch.float64) for c in parts])
     max_amp = torch.cat([c.max_amplified_advantage.reshape(-1).to(torch.float64) for c in parts])
@@ -607,7 +626,7 @@ def _stats(parts, q, estimator, mode, n_groups, forced, B) -> RolloutStats:
         frac_forced = float(f.to(torch.float64).mean())
     any_live = bool(live.any())
     return RolloutStats(
-        q=q,
+        q=float(q),
         estimator=estimator,
         mode=mode,
         num_groups=n_groups,
