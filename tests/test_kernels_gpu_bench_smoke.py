@@ -545,3 +545,19 @@ def test_hidden_state_peer_handlers_compute_our_loss(kind, entry, ok):
     assert row["status"] == ("ok" if ok else "fail"), row
     assert [c["check"] for c in row["checks"]] == ["d_hidden vs float64 (normwise)",
                                                    "d_weight vs float64 (normwise)"]
+
+
+def test_split_fallback_rule_and_ran_as():
+    """The launcher's split -> split_2pass rule (more chunks per row than SMs) and the
+    benchmark's record of it."""
+    from kernels.triton import fused_split, split_falls_back
+
+    bv = 1024
+    V = 151936  # 149 chunks of 1024
+    assert fused_split.split_max_chunks(V, bv) == 149
+    assert split_falls_back(V, 132, bv) and not split_falls_back(V, 149, bv)
+    assert not split_falls_back(V, None, bv)  # not a GPU: never
+    assert not split_falls_back(V, 132, 4096)  # 38 chunks
+    ran_as = bench.handlers.ran_as
+    assert ran_as("split", V, "cpu", bv) == "split"
+    assert ran_as("multi", V, "cpu") == "multi" and ran_as(None, V, "cpu") is None
