@@ -141,8 +141,9 @@ def peak_extra_mib(kind: str, tmp: str) -> float:
 
 
 def _peak_in_subprocess(kind: str, tmp: Path) -> float:
-    code = ("import sys; sys.path.insert(0, %r); import test_trl_bench as b; "
-            "print(b.peak_extra_mib(%r, %r))") % (str(Path(__file__).parent), kind, str(tmp))
+    here = str(Path(__file__).parent)
+    code = (f"import sys; sys.path.insert(0, {here!r}); import test_trl_bench as b; "
+            f"print(b.peak_extra_mib({kind!r}, {str(tmp)!r}))")
     # large blocks from mmap (a fixed threshold), so that a freed tensor leaves the RSS at once
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1",
                MALLOC_MMAP_THRESHOLD_="131072")  # fmt: skip
