@@ -125,19 +125,7 @@ def _internal_hits(files):
 
 
 def test_no_internal_execution_instructions():
-    files = [f for f in _tracked_text_files() if "benchmarks" not in f.relative_to(ROOT).parts]
-    hits = _internal_hits(files)
-    assert not hits, "\n".join(hits)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="benchmarks/ (gpu_bench.py, gpu/run.py, results/README.md) is rewritten on the "
-    "gpu-bench branch; remove this mark when that lands",
-)
-def test_no_internal_execution_instructions_in_benchmarks():
-    files = [f for f in _tracked_text_files() if "benchmarks" in f.relative_to(ROOT).parts]
-    hits = _internal_hits(files)
+    hits = _internal_hits(_tracked_text_files())
     assert not hits, "\n".join(hits)
 
 
