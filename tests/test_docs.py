@@ -104,7 +104,8 @@ def _tracked_text_files():
     if out.returncode != 0:
         pytest.skip("not a git checkout")
     files = [ROOT / f for f in out.stdout.splitlines()]
-    return [f for f in files if f.is_file() and f.suffix in {".md", ".py", ".txt", ".toml", ".sh", ".yml", ".yaml", ""}]
+    kinds = {".md", ".py", ".txt", ".toml", ".sh", ".yml", ".yaml", ""}
+    return [f for f in files if f.is_file() and f.suffix in kinds]
 
 
 #: how the internal remote-execution tool is called; a person with a GPU types a shell command
