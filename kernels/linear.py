@@ -21,9 +21,9 @@ the answer log-probs: the (short) answer rows are scored first in a forward-only
 coefficient rule runs, then the pass above covers every scored row.
 
 Chunk shape: ``C`` rows from a byte budget, never from a fixed row count: the per-chunk work
-buffers together hold at most as many elements as one tile of TRL's chunked head at the same
-number of rows (``min(N, 4096) x 32768``), so this head never needs more working memory than
-the one it replaces (:func:`chunk_rows`). The last chunk is padded with zero rows to the same
+buffers together hold at most half as many elements as one tile of TRL's chunked head at the
+same number of rows (``min(N, 4096) x 32768``), so this head never needs more working memory
+than the one it replaces (:func:`chunk_rows`). The last chunk is padded with zero rows to the same
 ``C``: every GEMM of a call has one shape (BLAS libraries choose code paths by the row count,
 and on CPU a product of fewer than 64 rows rounds differently), so a row's results do not
 depend on where in the chunk it lands. A fixed ``chunk_size`` makes per-row results bitwise
@@ -68,6 +68,8 @@ __all__ = [
 #: (rows, columns) of one tile of TRL's ``ChunkedLogProbFunction`` (trl.kernels.chunked_logprob:
 #: ``TOKEN_CHUNK_SIZE`` and the trainer's vocabulary chunk): the memory yardstick of the chunks
 TRL_TILE = (4096, 32768)
+#: the chunk work buffers hold at most 1 / WORK_FRACTION of one TRL tile (:func:`chunk_rows`)
+WORK_FRACTION = 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,18 +161,21 @@ def _check_transform(temperature, logit_scale, final_logit_softcapping) -> _Head
 
 def chunk_rows(num_rows: int, V: int, buffers: int = 2, chunk_size: int | None = None) -> int:
     """Rows ``C`` of one chunk: ``chunk_size`` when given, else the most rows whose ``buffers``
-    work buffers of ``[C, V]`` hold no more elements than one TRL tile at ``num_rows`` rows,
-    ``min(num_rows, 4096) * 32768`` (:data:`TRL_TILE`); at least 1, at most ``num_rows``.
+    work buffers of ``[C, V]`` hold no more elements than half of one TRL tile at ``num_rows``
+    rows, ``min(num_rows, 4096) * 32768 / 2`` (:data:`TRL_TILE`; TRL's own temporaries come on
+    top of its tile, so this head stays well below it); at least 1, at most ``num_rows``.
+    At V = 151936 and N >= 2048 rows that is C = 110 (GEMMs with 110-row operands: the
+    ``dW += G^T H`` update still runs near the BLAS peak).
 
     >>> chunk_rows(2048, 151936), chunk_rows(512, 151936, buffers=1), chunk_rows(3, 151936)
-    (220, 110, 1)
+    (110, 55, 1)
     """
     if chunk_size is not None:
         c = int(chunk_size)
         if c < 1 or c != chunk_size:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         return c
-    budget = min(int(num_rows), TRL_TILE[0]) * TRL_TILE[1]
+    budget = min(int(num_rows), TRL_TILE[0]) * TRL_TILE[1] // WORK_FRACTION
     return max(1, min(int(num_rows), budget // (max(1, buffers) * int(V))))
 
 
