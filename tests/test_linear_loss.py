@@ -380,3 +380,15 @@ def test_tsallis_linear_loss_packed_module_and_checks():
     with pytest.raises(ValueError, match="hidden states must be packed"):
         tsallis.tsallis_linear_loss(hid.view(1, N, H), w, ids.view(1, N), 0.5, group_size=1,
                                     rationale_mask=rat.view(1, N), cu_seqlens=cu)  # fmt: skip
+
+
+def test_docs_kernels_example_runs():
+    """docs/kernels.md's example is executed as written."""
+    import pathlib
+    import re
+
+    doc = pathlib.Path(__file__).resolve().parents[1] / "docs" / "kernels.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    assert blocks, "docs/kernels.md has no python example"
+    for code in blocks:
+        exec(compile(code, str(doc), "exec"), {"__name__": "docs_kernels"})
