@@ -350,8 +350,8 @@ def _scored_pass(h2, weight, bias, ids, span, rows, g_tok, head, C, acc, impl, w
 
 class _FusedLinearFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, ids, span, cu, coefficients, normalizer, head, C,
-                impl, with_entropy, variant):  # fmt: skip
+    def forward(ctx, hidden, weight, bias, ids, span, cu, coefficients, normalizer, head,
+                chunk_size, impl, with_entropy, variant):  # fmt: skip
         h2, w, b = _compute_inputs(hidden, weight, bias)
         layout = TokenLayout(cu_seqlens=cu, span=span)
         B, N = layout.num_sequences, layout.num_tokens
@@ -359,6 +359,8 @@ class _FusedLinearFn(torch.autograd.Function):
         dev = hidden.device
         rule = coefficients if callable(coefficients) else None
         rows = torch.nonzero(span != IGNORED).reshape(-1)  # one host sync: the scored rows
+        n_buf = (1 if impl == "triton" else 2) + (head.softcap is not None)
+        C = chunk_rows(max(rows.numel(), 1), w.shape[0], n_buf, chunk_size)
         need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1],
                 bias is not None and ctx.needs_input_grad[2])  # fmt: skip
         if rule is not None:
@@ -374,6 +376,8 @@ class _FusedLinearFn(torch.autograd.Function):
             cz, cy = _as_coefs(coefficients, B, dev, acc)
         seq = layout.seq_index()
         g_tok = _per_token(cz, cy, span, seq, -1.0 / normalizer)
+        if not any(need):
+            g_tok = None  # nothing to differentiate: a forward-only pass
         lp_rows, ent_rows, grads = _scored_pass(h2, w, b, ids, span, rows, g_tok, head, C, acc,
                                                 impl, with_entropy, variant, need)  # fmt: skip
         token_logp = torch.zeros(N, dtype=acc, device=dev).index_copy_(0, rows, lp_rows)
@@ -384,7 +388,7 @@ class _FusedLinearFn(torch.autograd.Function):
         if with_entropy:
             ent = torch.zeros(N, dtype=acc, device=dev).index_copy_(0, rows, ent_rows)
         loss = -(_weighted_sum(cz, z) + _weighted_sum(cy, y)) / normalizer
-        ctx.grads = grads
+        ctx.grads = grads if grads is not None else False
         ctx.meta = (hidden.shape, hidden.dtype, weight.dtype,
                     None if bias is None else bias.dtype)  # fmt: skip
         outs = [z, y, cz, cy, token_logp, ent if ent is not None else z.new_zeros(0)]
@@ -398,6 +402,8 @@ class _FusedLinearFn(torch.autograd.Function):
                 "fused_linear_sequence_loss computes its gradient in the forward pass and can "
                 "be back-propagated only once; use linear_token_logprobs for retain_graph"
             )
+        if ctx.grads is False:
+            raise RuntimeError("fused_linear_sequence_loss: no input required a gradient")
         d_h, d_w, d_b = ctx.grads
         ctx.grads = None  # release: autograd may then take these buffers as the .grad
         shape, h_dtype, w_dtype, b_dtype = ctx.meta
@@ -532,12 +538,11 @@ def fused_linear_sequence_loss(
         variant = choose_variant(V) if variant is None else variant
         if variant not in FUSED_VARIANTS:
             raise ValueError(f"variant must be one of {FUSED_VARIANTS} or None, got {variant!r}")
-    n_buf = (1 if name == "triton" else 2) + (final_logit_softcapping is not None)
-    n_scored = int((span != IGNORED).sum())
-    C = chunk_rows(max(n_scored, 1), V, n_buf, chunk_size)
+    if chunk_size is not None:
+        chunk_rows(1, V, 1, chunk_size)  # validate before any work
     loss, z, y, cz, cy, tok, ent = _FusedLinearFn.apply(
         hidden, weight, bias, ids, span, _on(layout.cu_seqlens, hidden.device), coefficients,
-        norm, head, C, name, bool(return_entropy), variant,
+        norm, head, chunk_size, name, bool(return_entropy), variant,
     )  # fmt: skip
     return FusedLinearLoss(loss, z, y, cz, cy, tok, ent if return_entropy else None)
 
