@@ -452,3 +452,29 @@ def test_linear_token_logprobs_3d_and_id_check():
     bad[5] = 9
     with pytest.raises(ValueError, match=r"token ids must lie in \[0, V\) = \[0, 9\)"):
         linear_token_logprobs(h, w, bad)
+
+
+@pytest.mark.parametrize("which", ["linear", "logits"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_loss_scale_is_folded_into_the_normaliser(which, reduction):
+    g = torch.Generator().manual_seed(8)
+    hid = torch.randn(4, 3, 5, generator=g, dtype=F64)
+    w = torch.randn(7, 5, generator=g, dtype=F64)
+    ids = torch.randint(0, 7, (4, 3), generator=g)
+    rat, ans = torch.tensor([[1, 1, 0]] * 4), torch.tensor([[0, 0, 1]] * 4)
+    grads = []
+    for scale, outer in ((0.25, 1.0), (1.0, 0.25)):
+        a = hid.clone().requires_grad_(True)
+        kw = {"group_size": 2, "rationale_mask": rat, "answer_mask": ans,
+              "reduction": reduction, "loss_scale": scale}  # fmt: skip
+        if which == "linear":
+            loss = tsallis.tsallis_linear_loss(a, w, ids, 0.5, **kw)
+        else:
+            loss = tsallis.tsallis_logits_loss(a @ w.T, ids, 0.5, impl="torch", **kw)
+        (loss.sum() * outer).backward()
+        grads.append((loss.detach() * outer, a.grad))
+    assert_close(grads[0][0], grads[1][0], atol=1e-14, what="loss")
+    assert_close(grads[0][1], grads[1][1], atol=1e-14, what="gradient")
+    with pytest.raises(ValueError, match="loss_scale"):
+        tsallis.tsallis_linear_loss(hid, w, ids, 0.5, group_size=2, rationale_mask=rat,
+                                    answer_mask=ans, loss_scale=0.0)  # fmt: skip
