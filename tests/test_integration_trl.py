@@ -187,15 +187,6 @@ def test_trl_version_pin():
             tsallis_trl._check_trl_version(bad)
 
 
-def test_split_rationale_edge_cases():
-    assert split_rationale([9, 9, 5], [9, 9]) == ([], False)  # marker first: empty rationale
-    assert split_rationale([5, 9, 7, 9, 9], [9, 9]) == ([5, 9, 7], False)  # partial match skipped
-    assert split_rationale([], [9]) == ([], True)
-    assert split_rationale([5, 1, 9], [9], stop_ids={1}) == ([5], True)  # eos before marker
-    with pytest.raises(ValueError, match="at least one token"):
-        split_rationale([5], [])
-
-
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
@@ -215,6 +206,7 @@ def test_split_rationale_edge_cases():
         (dict(q="half"), "string"),
         (dict(mask_truncated_completions=True), "mask_truncated_completions"),
         (dict(mode="likelihood", mask_truncated_completions=True), "mask_truncated_completions"),
+        (dict(use_vllm=True), "vllm_importance_sampling_correction=False"),
     ],
 )
 def test_config_rejects_bad_options(tmp_path, overrides, match):
@@ -255,10 +247,10 @@ def test_unpicklable_q_is_rejected_and_checkpoints_save(tmp_path):
     trainer.args.estimator, trainer._estimator_fn = "paft", ESTIMATORS["paft"]
     eval_state = trainer._eval_estimator_generator.get_state()
     log_w = torch.log(torch.tensor([0.2, 0.5, 0.9, 0.1] * 2, dtype=torch.float64))
-    trainer._coefficients(log_w, 0.5, "verifier", M, "eval")
+    trainer._rows(log_w, 0.5, "verifier", M, "eval")
     assert torch.equal(trainer._estimator_generator.get_state(), state)  # eval draws elsewhere
     assert not torch.equal(trainer._eval_estimator_generator.get_state(), eval_state)
-    trainer._coefficients(log_w, 0.5, "verifier", M, "train")
+    trainer._rows(log_w, 0.5, "verifier", M, "train")
     assert not torch.equal(trainer._estimator_generator.get_state(), state)
 
 
@@ -276,7 +268,8 @@ def test_q_parses_from_the_command_line(tmp_path):
 
 def test_marker_merged_with_neighbouring_text_is_found():
     """'#' alone is one token, but ' #' and '#4' are merged tokens inside text: the id match
-    misses them; the decoded-text search cuts z before the token that holds the marker."""
+    misses them and the decoded-text search finds them (tsallis.rollouts' convention: a token
+    ending with the marker is a sampled marker, part of z; one running past it is 'merged')."""
     tok = merged_tokenizer()
 
     def enc(text):
@@ -286,21 +279,22 @@ def test_marker_merged_with_neighbouring_text_is_found():
         return tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     marker = enc("#")
-    stops = {tok.eos_token_id, tok.pad_token_id}
-    opts = dict(decode=decode, marker_text="#")
-    assert split_rationale(enc("ab #42"), marker, stops, **opts) == (enc("ab"), False)
-    assert split_rationale(enc("ab#42"), marker, stops, **opts) == (enc("ab"), False)
-    assert split_rationale(enc("#42"), marker, stops, **opts) == ([], False)
-    assert split_rationale(enc("ab#x"), marker, stops, **opts) == (enc("ab"), False)  # fast path
+    stops = {tok.eos_token_id}
     eos = [tok.eos_token_id]
-    assert split_rationale(enc("ab") + eos + enc(" #4"), marker, stops, **opts) == (enc("ab"), True)
-    assert split_rationale(enc("abc"), marker, stops, **opts) == (enc("abc"), True)
-    # a merged marker before a separate one: the first occurrence wins
-    assert split_rationale(enc("a #4b#"), marker, stops, **opts) == (enc("a"), False)
-    # without the text search the merged marker is missed
-    assert split_rationale(enc("ab #42"), marker, stops) == (enc("ab #42"), True)
-    with pytest.raises(ValueError, match="both"):
-        split_rationale(enc("ab"), marker, stops, decode=decode)
+
+    def cut(ids, **kw):
+        c = split_rationale(ids, marker, stops, **kw)
+        return c.rationale, c.end
+
+    opts = dict(decode=decode, marker_text="#")
+    assert cut(enc("ab #42"), **opts) == (enc("ab #"), "marker")  # ' #' ends with the marker
+    assert cut(enc("ab#42"), **opts) == (enc("ab"), "merged")  # '#4' runs past it
+    assert cut(enc("#42"), **opts) == ([], "merged")
+    assert cut(enc("ab#x"), **opts) == (enc("ab#"), "marker")  # the id match
+    assert cut(enc("ab") + eos + enc(" #4"), **opts) == (enc("ab") + eos, "eos")
+    assert cut(enc("abc"), **opts) == (enc("abc"), "budget")
+    assert cut(enc("a #4b#"), **opts) == (enc("a #"), "marker")  # the first occurrence wins
+    assert cut(enc("ab #42")) == (enc("ab #42"), "budget")  # no text search: missed
 
 
 def test_trainer_cut_uses_the_decoded_marker(tmp_path):
@@ -309,9 +303,9 @@ def test_trainer_cut_uses_the_decoded_marker(tmp_path):
     args = _config(tmp_path, mode="likelihood", answer_marker="#")
     trainer = TsallisGRPOTrainer(model=model, args=args, train_dataset=_dataset(),
                                  processing_class=tok)  # fmt: skip
-    stops = frozenset({tok.eos_token_id, tok.pad_token_id})
     ids = tok("ab #42", add_special_tokens=False)["input_ids"]
-    assert trainer._split_completion(ids, stops) == (ids[:2], False)
+    c = trainer._split_completion(ids)
+    assert (c.rationale, c.forced) == (ids[:3], False)
 
 
 _CHAR_TOK = char_tokenizer()
@@ -323,7 +317,7 @@ def test_text_search_agrees_with_id_match_without_merges(ids):
     """With one token per character the decoded-text search and the id match agree."""
     tok = _CHAR_TOK
     marker_ids = tok("=#", add_special_tokens=False)["input_ids"]
-    stops = {tok.eos_token_id, tok.pad_token_id}
+    stops = {tok.eos_token_id}
 
     def decode(t):
         return tok.decode(t, skip_special_tokens=False, clean_up_tokenization_spaces=False)
@@ -337,24 +331,44 @@ def test_text_search_agrees_with_id_match_without_merges(ids):
 # ----------------------------------------------------------------------------- log-probs
 
 
-def test_kernels_logprobs_match_trl(tmp_path):
+def test_package_head_matches_trls_head(tmp_path):
+    """The package's hidden-state head (loss, its gradient, log w) equals TRL's fused head with
+    the same weighting, on left- and right-padded rows."""
     model, tok = tiny_lm(1)
-    args = _config(tmp_path, logprob_impl="torch")
-    trainer = TsallisGRPOTrainer(model=model, reward_funcs=[low_share], args=args,
-                                 train_dataset=_dataset(), processing_class=tok)  # fmt: skip
+    args = _config(tmp_path, mode="likelihood", logprob_impl="torch")
+    trainer = TsallisGRPOTrainer(model=model, args=args, train_dataset=_dataset(),
+                                 processing_class=tok)  # fmt: skip
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(3, len(tok), (5, 11), generator=g)
-    att = torch.ones_like(ids)
-    att[0, :2] = 0  # left padding of a prompt
-    att[1, -3:] = 0  # right padding of a completion
-    K = 7
-    ours, ent = trainer._token_logps(trainer.model, ids, att, K, compute_entropy=True)
-    trainer.args.logprob_impl = "trl"
-    theirs, ent_trl = trainer._token_logps(trainer.model, ids, att, K, compute_entropy=True)
-    keep = att[:, -K:].bool()
-    torch.testing.assert_close(ours[keep], theirs[keep], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ent[keep], ent_trl[keep], atol=1e-5, rtol=1e-5)
-    assert float(ent[keep].detach().min()) > 0
+    B, P, K = 4, 4, 7
+    prompt = torch.randint(3, len(tok), (B, P), generator=g)
+    prompt_mask = torch.ones_like(prompt)
+    prompt_mask[0, :2] = 0  # left padding
+    comp = torch.randint(3, len(tok), (B, K), generator=g)
+    comp_mask = torch.ones_like(comp)
+    comp_mask[1, -3:] = 0  # right padding
+    span = torch.zeros(B, K, dtype=torch.int8)
+    span[:, :3], span[:, 3:5] = 1, 2
+    span[1, 4:] = 0
+    coef = torch.randn(B, 2, generator=g)
+    inputs = dict(prompt_ids=prompt, prompt_mask=prompt_mask, completion_ids=comp,
+                  completion_mask=comp_mask, tsallis_span=span, tsallis_coef=coef)  # fmt: skip
+    ids = torch.cat([prompt, comp], 1)
+    att = torch.cat([prompt_mask, comp_mask], 1)
+    out = {}
+    for impl in ("torch", "trl"):
+        trainer.args.logprob_impl = impl
+        trainer.model.zero_grad()
+        loss = trainer._compute_loss(trainer.model, inputs)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
+        with torch.no_grad():
+            log_w = trainer._answer_logprob(ids, att, comp, span == 2, batch_size=3)
+        out[impl] = (loss.detach(), grads, log_w)
+    torch.testing.assert_close(out["torch"][0], out["trl"][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["torch"][2], out["trl"][2], rtol=1e-6, atol=1e-5)
+    for n, gr in out["trl"][1].items():
+        torch.testing.assert_close(out["torch"][1][n], gr, rtol=1e-4, atol=1e-6, msg=n)
+    assert float(out["torch"][2].max()) < 0
 
 
 # ----------------------------------------------------------------------------- verifier mode
@@ -484,17 +498,20 @@ def test_likelihood_step_gradient_is_hand_computed(tmp_path, estimator, q, extra
     G = len(comps) // M
     hand, _ = tiny_lm(0)
     marker = tok("=", add_special_tokens=False)["input_ids"]
-    stops = {tok.eos_token_id, tok.pad_token_id}
+    eos = tok.eos_token_id
     logp_z, logp_y = [], []
     n_forced = 0
     for p, c, ex in zip(prompts, comps, examples, strict=True):
-        cut = next((i for i, t in enumerate(c) if t in stops or t == marker[0]), len(c))
-        n_forced += cut == len(c) or c[cut] in stops
-        z = c[:cut]
-        y = marker + tok(ex["answer"], add_special_tokens=False)["input_ids"]
-        lp = _hand_token_logps(hand, tok(p)["input_ids"], z + y)
+        # the convention, by hand: a sampled marker or EOS ends z and is part of it; a marker
+        # that was not sampled is forced after z, attended but in no span
+        cut = next((i for i, t in enumerate(c) if t in (eos, marker[0])), None)
+        z = c if cut is None else c[: cut + 1]
+        forced = [] if cut is not None and c[cut] == marker[0] else marker
+        n_forced += bool(forced)
+        y = tok(ex["answer"], add_special_tokens=False)["input_ids"]
+        lp = _hand_token_logps(hand, tok(p)["input_ids"], z + forced + y)
         logp_z.append(lp[: len(z)].sum())
-        logp_y.append(lp[len(z) :].sum())
+        logp_y.append(lp[len(z) + len(forced) :].sum())
     logp_z, logp_y = torch.stack(logp_z), torch.stack(logp_y)
     log_w = logp_y.detach().double().reshape(G, M)
     normalize = extra.get("paper_normalization", False)
@@ -516,6 +533,78 @@ def test_likelihood_step_gradient_is_hand_computed(tmp_path, estimator, q, extra
         float(torch.logsumexp(log_w, -1).sub(math.log(M)).mean()), rel=1e-4
     )
     assert _params_changed(trainer, init)
+
+
+class _Scripted(_Capturing):
+    """Replaces the sampled completions by scripted ones covering every end of a rationale:
+    a sampled marker (followed by sampled answer text, dropped), a sampled EOS, the budget, a
+    marker as the first token. The gradient check then covers each case deterministically."""
+
+    SCRIPT = ("ab=9x", "a<eos>", "abcde", "=12", "c=3", "d<eos>", "", "ee=")
+
+    def _generate(self, prompts):
+        out = list(super()._generate(prompts))
+        tok = self.processing_class
+        ids = []
+        for b in range(len(out[1])):
+            text = self.SCRIPT[b % len(self.SCRIPT)]
+            pieces = text.split("<eos>")
+            row = tok(pieces[0], add_special_tokens=False)["input_ids"]
+            if len(pieces) > 1:
+                row = row + [tok.eos_token_id]
+            ids.append(row[: self.args.max_completion_length])
+        out[1] = ids
+        out[3] = tok.batch_decode(ids, skip_special_tokens=True)
+        return tuple(out)
+
+
+@pytest.mark.parametrize("q", [0.0, 0.6])
+def test_likelihood_gradient_for_every_end_of_a_rationale(tmp_path, q):
+    trainer, tok, grads, _ = _train(tmp_path, mode="likelihood", q=q, cls=_Scripted,
+                                    max_completion_length=5)  # fmt: skip
+    prompts, comps, examples = trainer.captured[0]
+    marker, eos = tok("=", add_special_tokens=False)["input_ids"], tok.eos_token_id
+    G = len(comps) // M
+    hand, _ = tiny_lm(0)
+    logp_z, logp_y, ends = [], [], []
+    for p, c, ex in zip(prompts, comps, examples, strict=True):
+        cut = next((i for i, t in enumerate(c) if t in (eos, marker[0])), None)
+        z = c if cut is None else c[: cut + 1]
+        forced = [] if cut is not None and c[cut] == marker[0] else marker
+        ends.append("budget" if cut is None else ("marker" if not forced else "eos"))
+        y = tok(ex["answer"], add_special_tokens=False)["input_ids"]
+        lp = _hand_token_logps(hand, tok(p)["input_ids"], z + forced + y)
+        logp_z.append(lp[: len(z)].sum())
+        logp_y.append(lp[len(z) + len(forced) :].sum())
+    assert set(ends) == {"marker", "eos", "budget"}
+    logp_z, logp_y = torch.stack(logp_z), torch.stack(logp_y)
+    coefs = ESTIMATORS["garl_rloo"](logp_y.detach().double().reshape(G, M), q)
+    cz, cy = coefs.coef_z.reshape(-1).float(), coefs.coef_y.reshape(-1).float()
+    (-(cz * logp_z + cy * logp_y).sum() / G).backward()
+    _assert_grads_equal(hand, grads.grads[0])
+    h = trainer.state.log_history[0]
+    n_forced = sum(e != "marker" for e in ends)
+    assert h["tsallis/frac_forced_marker"] == pytest.approx(n_forced / len(ends))
+
+
+def test_gradient_clipping_keeps_the_direction(tmp_path):
+    """max_grad_norm > 0: the optimiser gets ∇L rescaled to norm <= max_grad_norm."""
+    _, _, raw, _ = _train(tmp_path / "raw", mode="verifier", learning_rate=10.0)
+    _, _, clipped, _ = _train(tmp_path / "clip", mode="verifier", learning_rate=10.0,
+                              max_grad_norm=1e-3)  # fmt: skip
+    a = torch.cat([g.reshape(-1) for g in raw.grads[0].values()])
+    b = torch.cat([g.reshape(-1) for g in clipped.grads[0].values()])
+    assert float(a.norm()) > 1e-3  # clipping is active
+    assert float(b.norm()) == pytest.approx(1e-3, rel=1e-4)
+    assert float(a @ b / (a.norm() * b.norm())) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_reward_round_off_is_accepted(tmp_path):
+    """Ten reward functions of weight 0.1 that all return 1 sum to 1 + 1 ulp in float32."""
+    funcs = [lambda completions, **kw: [1.0] * len(completions)] * 10
+    trainer, *_ = _train(tmp_path, mode="verifier", reward_funcs=funcs,
+                         reward_weights=[0.1] * 10, per_device_train_batch_size=4)  # fmt: skip
+    assert trainer.last_rows.stats.frac_stalled == 0.0
 
 
 @pytest.mark.parametrize(

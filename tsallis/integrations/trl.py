@@ -9,16 +9,18 @@ of q, :mod:`tsallis.schedules`), in either mode:
   estimator per group of ``num_generations`` completions of one prompt. A reward function may
   return None for some completions: as in TRL, the sum skips it (nansum over functions); a
   completion for which every function returned None is a ValueError.
-* ``mode="likelihood"`` (the paper's main setting): each sampled completion is cut just before
-  the first occurrence of ``answer_marker`` (or before its end-of-sequence token, or at the
-  length budget, when it never emits the marker: the marker is then forced, as the paper forces
-  ``</think>``); the rationale z_b is what precedes the cut. The marker is matched as its own
-  token ids, and otherwise in the decoded text (a BPE / SentencePiece tokenizer may merge it
-  with its neighbours, e.g. ``" ####"``): the cut is then before the token that holds the
-  marker's first character (:func:`split_rationale`). The teacher-forced answer
-  y* = tokens(answer_marker) + tokens(gold answer from ``answer_column``) is appended, and
-  log w_b = log π(y* | prompt_b, z_b) comes from one extra no-grad forward pass. ``coef_z``
-  weighs the rationale tokens and ``coef_y`` the answer tokens (per-token advantages).
+* ``mode="likelihood"`` (the paper's main setting): each sampled completion is rebuilt as
+  z (+ forced marker) + y* by :func:`tsallis.rollouts.likelihood_rows`, under the package's
+  marker convention: a *sampled* marker ``answer_marker`` is part of the rationale z (the
+  policy's decision to stop thinking: rationale span, ``coef_z``); a sampled end-of-sequence
+  token before any marker also stays in z and the marker is forced after it; at the length
+  budget z is every sampled token and the marker is forced; a *forced* marker is context in no
+  span. The gold answer y* (tokens of the ``answer_column`` text) is appended and
+  log w_b = log π(y* | x_b, z_b) is the sum of its tokens' log-probs, from one extra no-grad
+  pass whose LM head projects only the answer rows. The marker is matched as its own token ids
+  and otherwise in the decoded text (BPE merges such as ``" ####"``), see
+  :func:`tsallis.rollouts.split_rationale`. ``coef_z`` weighs the rationale tokens and
+  ``coef_y`` the answer tokens.
 
 Scale convention (what the optimiser sees)
 ------------------------------------------
@@ -36,8 +38,12 @@ verifier mode y is empty and z is the whole completion. Each micro-batch returns
 DDP averages over processes and the micro-batches add up, which gives L. Hence the learning rate
 means the same thing whatever the number of processes or accumulation steps. The returned loss
 value is L (per optimiser step, summed over micro-batches, averaged over processes); TRL's
-``loss_type``, clipping and KL options play no part (options that would change the gradient are
-rejected by :class:`TsallisGRPOConfig`).
+``loss_type``, PPO ratio clipping and KL options play no part (options that would change the
+gradient are rejected by :class:`TsallisGRPOConfig`).
+
+"Exactly ∇L" is the gradient *before* gradient clipping: with ``max_grad_norm > 0`` (TRL's
+default 1.0) the optimiser gets the clipped gradient, the same direction with norm at most
+``max_grad_norm``. Set ``max_grad_norm=0`` for the unclipped estimator gradient.
 
 Groups across processes
 -----------------------
@@ -51,11 +57,12 @@ PAFT's resampling draws from a generator seeded with ``args.seed``; its state is
 checkpoint (``tsallis_estimator_rng.pt``) and restored on resume; evaluation draws from a
 separate generator, so evaluating does not shift the training draws.
 
-Logged every generation step (TRL's logs, keys prefixed ``tsallis/``): ``q`` (the value used),
-``log_w_mean`` (mean over non-stalled groups of log w̄), ``w_mean`` (mean over all groups of w̄),
-``max_amplified_advantage`` (max over groups of max_m M·coef_z/M^q, the paper's Fig. 3
-monitor), ``frac_stalled`` (groups without a positive weight) and ``frac_forced_marker``
-(likelihood mode), plus ``entropy`` (mean per-token entropy of the trained tokens).
+Logged every generation step (TRL's logs): the fields of the seam's
+:class:`tsallis.rollouts.RolloutStats`, the names every host logs: ``tsallis/q``,
+``tsallis/frac_stalled`` (groups without a positive weight), ``tsallis/log_w_mean`` (mean over
+non-stalled groups of log w̄; not logged when every group stalled), ``tsallis/w_mean``,
+``tsallis/max_amplified_advantage`` (the paper's Fig. 3 monitor) and, in likelihood mode,
+``tsallis/frac_forced_marker``; plus ``entropy`` (mean per-token entropy of the trained tokens).
 
 Not supported (a ValueError rather than a silently wrong gradient): multimodal inputs
 (``pixel_values``, ``image_grid_thw``, ``token_type_ids``, ``mm_token_type_ids``, ...), tools in
@@ -64,9 +71,20 @@ closure: every checkpoint saves ``torch.save(args)``; use a :mod:`tsallis.schedu
 a module-level function). On the command line (``HfArgumentParser`` / ``TrlParser``) ``--q``
 takes a float; schedules are given in Python.
 
-Per-token log-probs: ``logprob_impl="auto" | "torch" | "triton"`` runs the model for its logits
-and computes log-probs and entropies with :func:`kernels.token_logprobs` (the fused Triton kernel
-on CUDA, the chunked torch path on CPU); ``"trl"`` uses TRL's own fused LM head.
+The loss never builds ``[B, T, V]`` logits. With ``logprob_impl="auto" | "torch" |
+"triton"`` (default ``"auto"``: the fused Triton kernel on CUDA, chunked torch on CPU) it is the
+package's own loss from the hidden states, :func:`kernels.fused_linear_sequence_loss`, run
+inside the model's forward (so DDP / FSDP hooks see it; an FSDP2 DTensor or ZeRO-3 LM head is
+gathered as TRL's own head does, and ``final_logit_softcapping`` / logit scales are applied as
+TRL applies them); the teacher-forced pass projects only the answer rows
+(:func:`kernels.linear_token_logprobs`). ``"trl"`` uses TRL's fused LM head
+(``ChunkedLogProbFunction``) for the per-token log-probs and the package's weighting on top.
+
+vLLM: ``use_vllm=True`` trains on vLLM's samples as if they were the policy's
+(``vllm_importance_sampling_correction=False`` is required; TRL's correction reweighs the
+per-token loss of the *sampled* completion, which likelihood mode rebuilds, and would also have
+to enter the group coefficients, so the combination is rejected at start-up rather than applied
+half-way).
 
 Supported TRL: ``>=1.16,<1.17`` (private methods are overridden; importing this module with
 another TRL raises ImportError).
@@ -74,13 +92,26 @@ another TRL raises ImportError).
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
+import types
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
-from ..estimators import RANDOMIZED, get_estimator, rewards_to_log_w
+from kernels.layout import ANSWER, RATIONALE, TokenLayout
+
+from ..estimators import RANDOMIZED, get_estimator
+from ..rollouts import (
+    RowCoefficients,
+    answer_match_reward,
+    likelihood_rows,
+    reward_log_w,
+    row_coefficients,
+    split_rationale,
+)
 from ..schedules import Schedule, as_schedule
 
 TRL_RANGE = (">=1.16", "<1.17")
@@ -129,90 +160,6 @@ _MULTIMODAL_KEYS = (
     "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
     "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
 )  # fmt: skip
-
-
-# ----------------------------------------------------------------------------- pure helpers
-
-
-def split_rationale(
-    completion_ids: list[int],
-    marker_ids: list[int],
-    stop_ids: set[int] | frozenset[int] = (),
-    *,
-    decode=None,
-    marker_text: str | None = None,
-) -> tuple[list[int], bool]:
-    """Cut a sampled completion into its rationale z: the tokens before the first occurrence of
-    the marker, or before the first stop (end-of-sequence / pad) token, or all of them (the
-    length budget ran out). Returns ``(z, forced)``: ``forced`` is True when the completion never
-    emitted the marker (it is then appended by the caller, as the paper forces ``</think>``).
-
-    The marker is first looked for as its own token sequence ``marker_ids`` (the fast path).
-    BPE / SentencePiece tokenizers often tokenize it differently inside text (``" ####"`` or
-    ``"#4"`` as one token), so with ``decode`` (token ids -> text) and ``marker_text`` the
-    completion before its first stop token is decoded and the marker is searched in the text:
-    z ends just before the first token whose decoded prefix reaches the marker's first
-    character (that token, which may also hold text before the marker, is dropped with the
-    rest). An id match is kept only when the text before it holds no earlier marker.
-
-    >>> split_rationale([5, 6, 9, 9, 7], [9, 9])
-    ([5, 6], False)
-    >>> split_rationale([5, 6, 1, 0], [9], stop_ids={1, 0})
-    ([5, 6], True)
-    >>> split_rationale([5, 6, 7], [9])
-    ([5, 6, 7], True)
-    """
-    if not marker_ids:
-        raise ValueError("the answer marker must tokenize to at least one token")
-    if (decode is None) != (marker_text is None):
-        raise ValueError("split_rationale: give both decode and marker_text, or neither")
-    if marker_text is not None and not marker_text:
-        raise ValueError("split_rationale: marker_text must be a non-empty string")
-    ids = list(completion_ids)
-    marker = list(marker_ids)
-    k = len(marker)
-    end = next((i for i, t in enumerate(ids) if t in stop_ids), len(ids))
-    hit = next((i for i in range(end - k + 1) if ids[i : i + k] == marker), None)
-    if decode is None:
-        return (ids[:hit], False) if hit is not None else (ids[:end], True)
-    if hit is not None and marker_text not in decode(ids[:hit]):
-        return ids[:hit], False  # fast path: the id match is the first occurrence
-    text = decode(ids[:end])
-    pos = text.find(marker_text)
-    if pos < 0:
-        return ids[:end], True
-    # smallest n with len(decode(ids[:n])) > pos: token n - 1 reaches the marker's start
-    lo, hi = 1, end
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if len(decode(ids[:mid])) > pos:
-            hi = mid
-        else:
-            lo = mid + 1
-    return ids[: lo - 1], False
-
-
-def answer_match_reward(answer_marker: str, answer_column: str = "answer"):
-    """A reward function for TRL: 1.0 when the text after the first ``answer_marker`` of a
-    completion, stripped, equals the gold answer (dataset column ``answer_column``), else 0.0.
-
-    Likelihood mode uses it (by default) only as a monitor; it does not enter the gradient.
-
-    >>> f = answer_match_reward("=")
-    >>> f(completions=["ab=12", "ab=1", "ab"], answer=["12", "12", "12"])
-    [1.0, 0.0, 0.0]
-    """
-
-    def answer_match(completions, **kwargs):
-        answers = kwargs[answer_column]
-        out = []
-        for c, a in zip(completions, answers, strict=True):
-            text = c if isinstance(c, str) else c[-1]["content"]
-            _, sep, after = text.partition(answer_marker)
-            out.append(float(bool(sep) and after.strip() == str(a).strip()))
-        return out
-
-    return answer_match
 
 
 # ----------------------------------------------------------------------------- config
@@ -330,6 +277,14 @@ class TsallisGRPOConfig(GRPOConfig):
             bad.append("an entropy bonus (entropy_coef / use_adaptive_entropy)")
         if self.use_liger_kernel:
             bad.append("use_liger_kernel=True (use logprob_impl='auto' for fused kernels)")
+        if self.use_vllm and self.vllm_importance_sampling_correction:
+            bad.append(
+                "use_vllm=True with vllm_importance_sampling_correction=True (TRL's correction "
+                "reweighs the per-token loss of the sampled completions, which likelihood mode "
+                "rebuilds, and leaves the group coefficients uncorrected; set "
+                "vllm_importance_sampling_correction=False to train on vLLM's samples as "
+                "on-policy)"
+            )
         if self.multi_objective_aggregation != "sum_then_normalize":
             bad.append(
                 f"multi_objective_aggregation={self.multi_objective_aggregation!r} (rewards are "
@@ -360,7 +315,11 @@ class TsallisGRPOTrainer(GRPOTrainer):
 
     Same constructor as ``GRPOTrainer``; ``args`` must be a :class:`TsallisGRPOConfig`. In
     likelihood mode ``reward_funcs`` is optional: the rewards are only logged (default: exact
-    match of the text after the marker, :func:`answer_match_reward`).
+    match of the text after the marker, :func:`tsallis.rollouts.answer_match_reward`).
+
+    Attributes set at each generation step: ``last_rows`` (the global batch's
+    :class:`tsallis.rollouts.RowCoefficients`, with its ``stats``) and ``last_coefficients``
+    (the estimator's :class:`~tsallis.estimators.Coefficients`, ``[G, M]``).
     """
 
     def __init__(self, model, reward_funcs=None, args: TsallisGRPOConfig | None = None, **kwargs):
@@ -397,7 +356,11 @@ class TsallisGRPOTrainer(GRPOTrainer):
             self._marker_ids = self._tokenize_text(args.answer_marker)
             if not self._marker_ids:
                 raise ValueError(f"answer_marker {args.answer_marker!r} tokenizes to no tokens")
+        if args.logprob_impl != "trl":
+            _add_tsallis_head(self.model.get_base_model() if hasattr(self.model, "get_base_model")
+                              else self.model)  # fmt: skip
         self._last_rewards_per_func: torch.Tensor | None = None
+        self.last_rows: RowCoefficients | None = None
         self.last_coefficients = None  # the last generation batch's Coefficients (global)
 
     # ------------------------------------------------------------------ helpers
@@ -409,61 +372,39 @@ class TsallisGRPOTrainer(GRPOTrainer):
         """q for the optimiser step about to be taken (``state.global_step`` steps done)."""
         return float(self.q_schedule(int(self.state.global_step)))
 
-    def _coefficients(self, log_w: torch.Tensor, q: float, mode: str, group_size: int,
-                      split: str = "train"):  # fmt: skip
-        """Estimator on the gathered [N] log-weights, as [N / M, M] groups (CPU, float64)."""
+    def _rows(self, log_w: torch.Tensor, q: float, mode: str, group_size: int, split: str,
+              forced=None) -> RowCoefficients:  # fmt: skip
+        """The seam on the gathered [N] log-weights: contiguous groups of M (TRL's layout)."""
         n = log_w.numel()
         if n % group_size != 0:
             raise ValueError(
                 f"the gathered batch holds {n} completions, not a multiple of the group size "
                 f"{group_size}"
             )
-        lw = log_w.detach().to("cpu", torch.float64).reshape(-1, group_size)
-        options = {"mode": mode, "paper_normalization": self.args.paper_normalization}
+        generator = None
         if self.args.estimator in RANDOMIZED:
-            options["generator"] = (self._estimator_generator if split == "train"
-                                    else self._eval_estimator_generator)  # fmt: skip
-        return self._estimator_fn(lw, q, **options)
+            generator = (self._estimator_generator if split == "train"
+                         else self._eval_estimator_generator)  # fmt: skip
+        return row_coefficients(
+            log_w, q, group_size=group_size, estimator=self.args.estimator, mode=mode,
+            generator=generator, forced=forced,
+            paper_normalization=self.args.paper_normalization,
+        )  # fmt: skip
 
-    def _token_logps(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
-                     compute_entropy=False):  # fmt: skip
-        """Per-token log-probs [B, K] (and entropies) of the last K tokens of ``input_ids``."""
-        if self.args.logprob_impl == "trl":
-            logps, ent, _ = self._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
-                compute_entropy=compute_entropy,
-            )  # fmt: skip
-            return logps, ent
-        from kernels import token_logprobs
+    def _split_completion(self, ids: list[int]):
+        """:func:`tsallis.rollouts.split_rationale` with the marker also searched in text."""
+        return split_rationale(ids, self._marker_ids, self._stop_ids(), **self._text_search())
 
-        batch_size = batch_size or input_ids.size(0)
-        K = logits_to_keep
-        logps, ents = [], []
-        for start in range(0, input_ids.size(0), batch_size):
-            ids = input_ids[start : start + batch_size]
-            att = attention_mask[start : start + batch_size]
-            with self.accelerator.autocast():
-                logits = model(input_ids=ids, attention_mask=att, logits_to_keep=K + 1,
-                               use_cache=False).logits  # fmt: skip
-            out = token_logprobs(
-                logits[:, :-1], ids[:, -K:], temperature=self.temperature,
-                return_entropy=compute_entropy, impl=self.args.logprob_impl,
-            )  # fmt: skip
-            if compute_entropy:
-                logps.append(out[0])
-                ents.append(out[1])
-            else:
-                logps.append(out)
-        return torch.cat(logps), (torch.cat(ents) if compute_entropy else None)
+    def _stop_ids(self) -> frozenset[int]:
+        return frozenset(int(i) for i in self.eos_token_ids if i is not None)
 
-    def _split_completion(self, ids: list[int], stop_ids) -> tuple[list[int], bool]:
-        """:func:`split_rationale` with the marker also searched in the decoded text."""
-        return split_rationale(
-            ids, self._marker_ids, stop_ids, marker_text=self.args.answer_marker,
+    def _text_search(self) -> dict:
+        return dict(
+            marker_text=self.args.answer_marker,
             decode=lambda t: self._tokenizer.decode(
                 t, skip_special_tokens=False, clean_up_tokenization_spaces=False
             ),
-        )  # fmt: skip
+        )
 
     def _check_supported_inputs(self, output) -> None:
         """Reject generation outputs this trainer would silently mistrain on."""
@@ -524,130 +465,251 @@ class TsallisGRPOTrainer(GRPOTrainer):
         n_local = output["completion_ids"].size(0)
         device = output["completion_ids"].device
         if self.args.mode == "verifier":
-            rpf = self._last_rewards_per_func
-            weights = self.reward_weights.to(rpf.device, rpf.dtype)
-            unscorable = torch.isnan(rpf).all(dim=1)
-            if bool(unscorable.any()):
-                rows = torch.nonzero(unscorable).reshape(-1).tolist()
-                raise ValueError(
-                    f"verifier mode: every reward function returned None for completion(s) "
-                    f"{rows[:8]} of the gathered batch (reward functions: "
-                    f"{self.reward_func_names}); a completion needs a reward from at least one "
-                    "function (None from some functions is skipped, as TRL does: nansum)"
-                )
-            rewards = (rpf * weights.unsqueeze(0)).nansum(dim=1)
-            if bool(torch.isnan(rewards).any()) or bool(((rewards < 0) | (rewards > 1)).any()):
-                bad = rewards[torch.isnan(rewards) | (rewards < 0) | (rewards > 1)]
-                raise ValueError(
-                    "verifier mode needs each completion's combined reward Σ_k weight_k·r_k in "
-                    f"[0, 1] (GARL's weights are probabilities), got e.g. {bad[:4].tolist()} "
-                    f"(reward functions: {self.reward_func_names}, weights: {weights.tolist()})"
-                )
-            coefs = self._coefficients(rewards_to_log_w(rewards.double()), q, "verifier", M,
-                                       split)  # fmt: skip
-            adv = coefs.coef_z.reshape(-1)[self._local_slice(n_local)]
-            output["advantages"] = adv.to(device=device, dtype=torch.float32)
-            forced = None
+            rows = self._rows(reward_log_w(self._combined_rewards()), q, "verifier", M, split)
+            cz = rows.coef_z[self._local_slice(n_local)].to(device=device, dtype=torch.float32)
+            output["advantages"] = cz
+            mask = output["completion_mask"]
+            if output.get("tool_mask") is not None:
+                mask = mask * output["tool_mask"]
+            output["tsallis_span"] = mask.to(torch.int8) * RATIONALE
+            output["tsallis_coef"] = torch.stack([cz, cz], dim=1)
         else:
-            output, coefs, forced = self._likelihood_batch(output, inputs, q, M, split)
-        self.last_coefficients = coefs
-        self._replace_logged_advantages(M * coefs.coef_z.reshape(-1).float())
-        self._log_coefficients(split, q, coefs, forced)
+            output, rows = self._likelihood_batch(output, inputs, q, M, split)
+        self.last_rows = rows
+        self.last_coefficients = rows.coefficients[0]  # one bucket: TRL's groups all have M
+        self._replace_logged_advantages(rows.adv_z.float())
+        metrics = self._metrics[split]
+        for name, value in rows.stats.as_metrics().items():
+            if name != "tsallis/num_groups":
+                metrics[name].append(value)
         return output
 
-    def _likelihood_batch(self, output, inputs, q, M, split="train"):
+    def _combined_rewards(self) -> torch.Tensor:
+        """Σ_k weight_k·r_k per completion (TRL's nansum over functions), gathered, [N]."""
+        rpf = self._last_rewards_per_func
+        weights = self.reward_weights.to(rpf.device, rpf.dtype)
+        unscorable = torch.isnan(rpf).all(dim=1)
+        if bool(unscorable.any()):
+            rows = torch.nonzero(unscorable).reshape(-1).tolist()
+            raise ValueError(
+                f"verifier mode: every reward function returned None for completion(s) "
+                f"{rows[:8]} of the gathered batch (reward functions: "
+                f"{self.reward_func_names}); a completion needs a reward from at least one "
+                "function (None from some functions is skipped, as TRL does: nansum)"
+            )
+        rewards = (rpf * weights.unsqueeze(0)).nansum(dim=1)
+        try:
+            reward_log_w(rewards)
+        except ValueError as e:
+            raise ValueError(
+                f"verifier mode needs each completion's combined reward Σ_k weight_k·r_k in "
+                f"[0, 1] (GARL's weights are probabilities): {e} (reward functions: "
+                f"{self.reward_func_names}, weights: {weights.tolist()})"
+            ) from None
+        return rewards
+
+    def _likelihood_batch(self, output, inputs, q, M, split):
+        """Rebuild each completion as z (+ forced marker) + y* (the seam's convention), score
+        the gold answer (one no-grad pass; the LM head runs on the answer rows only), gather
+        log w and run the estimator on whole groups."""
         device = output["completion_ids"].device
-        pad_id = self._tokenizer.pad_token_id
-        stop_ids = frozenset(int(i) for i in [*self.eos_token_ids, pad_id] if i is not None)
         comp_ids, comp_mask = output["completion_ids"], output["completion_mask"]
-        rows, spans, forced = [], [], []
+        answers = []
         for b, example in enumerate(inputs):
             if self.args.answer_column not in example:
                 raise ValueError(
                     f"likelihood mode: example {b} has no {self.args.answer_column!r} column "
                     f"(keys: {sorted(example)})"
                 )
-            ids = comp_ids[b][comp_mask[b].bool()].tolist()
-            z, was_forced = self._split_completion(ids, stop_ids)
-            y = self._marker_ids + self._tokenize_text(str(example[self.args.answer_column]))
-            rows.append(z + y)
-            spans.append((len(z), len(y)))
-            forced.append(was_forced)
-        T = max(len(r) for r in rows)
-        B = len(rows)
-        new_ids = torch.full((B, T), pad_id, dtype=comp_ids.dtype)
-        rationale = torch.zeros((B, T), dtype=torch.long)
-        answer = torch.zeros((B, T), dtype=torch.long)
-        for b, (r, (lz, ly)) in enumerate(zip(rows, spans, strict=True)):
-            new_ids[b, : len(r)] = torch.tensor(r, dtype=comp_ids.dtype)
-            rationale[b, :lz] = 1
-            answer[b, lz : lz + ly] = 1
-        new_ids, rationale, answer = new_ids.to(device), rationale.to(device), answer.to(device)
-        new_mask = rationale + answer
+            answers.append(self._tokenize_text(str(example[self.args.answer_column])))
+        completions = [comp_ids[b][comp_mask[b].bool()].tolist() for b in range(len(inputs))]
+        batch = likelihood_rows(
+            completions, answers, self._marker_ids, stop_ids=self._stop_ids(),
+            pad_id=self._tokenizer.pad_token_id, **self._text_search(),
+        )  # fmt: skip
+        new_ids = batch.ids.to(device=device, dtype=comp_ids.dtype)
+        attention = batch.attention_mask.to(device)
+        span = (batch.rationale_mask.to(torch.int8) * RATIONALE
+                + batch.answer_mask.to(torch.int8) * ANSWER).to(device)  # fmt: skip
         input_ids = torch.cat([output["prompt_ids"], new_ids], dim=1)
-        attention = torch.cat([output["prompt_mask"], new_mask], dim=1)
+        full_mask = torch.cat([output["prompt_mask"], attention], dim=1)
         batch_size = (self.args.per_device_train_batch_size if self.model.training
                       else self.args.per_device_eval_batch_size)  # fmt: skip
-        with torch.no_grad():  # the teacher-forced pass: log w_b = log π(y* | x_b, z_b)
-            logps, _ = self._token_logps(self.model, input_ids, attention, T, batch_size)
-        log_w_local = (logps.double() * answer).sum(dim=1)
+        with torch.no_grad():  # log w_b = log π(y* | x_b, z_b): the answer tokens only
+            log_w_local = self._answer_logprob(input_ids, full_mask, new_ids, span == ANSWER,
+                                               batch_size)  # fmt: skip
         log_w = self.accelerator.gather(log_w_local)
-        coefs = self._coefficients(log_w, q, "likelihood", M, split)
-        local = self._local_slice(B)
-        cz = coefs.coef_z.reshape(-1)[local].to(device, torch.float32)
-        cy = coefs.coef_y.reshape(-1)[local].to(device, torch.float32)
+        forced = self.accelerator.gather(batch.forced.to(device=device, dtype=torch.float32))
+        rows = self._rows(log_w, q, "likelihood", M, split, forced=forced.cpu() > 0.5)
+        local = self._local_slice(new_ids.size(0))
+        cz = rows.coef_z[local].to(device, torch.float32)
+        cy = rows.coef_y[local].to(device, torch.float32)
+        rat, ans = (span == RATIONALE), (span == ANSWER)
         output["completion_ids"] = new_ids
-        output["completion_mask"] = new_mask
-        output["advantages"] = cz[:, None] * rationale + cy[:, None] * answer
-        output["num_items_in_batch"] = self.accelerator.gather(new_mask.sum()).sum()
+        output["completion_mask"] = attention  # the forced marker is attended, not trained
+        output["advantages"] = cz[:, None] * rat + cy[:, None] * ans
+        output["tsallis_span"] = span
+        output["tsallis_coef"] = torch.stack([cz, cy], dim=1)
+        output["num_items_in_batch"] = self.accelerator.gather((rat | ans).sum()).sum()
         for key in ("old_per_token_logps", "ref_per_token_logps", "sampling_per_token_logps",
                     "importance_sampling_ratio", "tool_mask"):  # fmt: skip
-            output.pop(key, None)
-        forced_all = self.accelerator.gather(torch.tensor(forced, device=device, dtype=torch.float))
-        return output, coefs, forced_all
+            output.pop(key, None)  # computed for the sampled completions, not these rows
+        return output, rows
 
-    def _log_coefficients(self, split, q, coefs, forced):
-        metrics = self._metrics[split]
-        lwm = coefs.log_w_mean.double()
-        finite = lwm[~coefs.stalled]
-        metrics["tsallis/q"].append(q)
-        if finite.numel():  # a step where every group stalled has no finite log w̄: skip it
-            metrics["tsallis/log_w_mean"].append(float(finite.mean()))
-        metrics["tsallis/w_mean"].append(float(torch.exp(lwm).mean()))
-        metrics["tsallis/max_amplified_advantage"].append(
-            float(coefs.max_amplified_advantage.max())
-        )
-        metrics["tsallis/frac_stalled"].append(float(coefs.stalled.double().mean()))
-        if forced is not None:
-            metrics["tsallis/frac_forced_marker"].append(float(forced.mean()))
+    def _answer_logprob(self, input_ids, attention_mask, completion_ids, answer, batch_size):
+        """Σ over answer tokens of log π(token | prefix), [B] float64, in micro-batches."""
+        K = completion_ids.size(1)
+        out = []
+        for start in range(0, input_ids.size(0), batch_size):
+            sl = slice(start, start + batch_size)
+            if self.args.logprob_impl == "trl":
+                logps, _, _ = self._get_per_token_logps_and_entropies(
+                    self.model, input_ids[sl], attention_mask[sl], K)
+                out.append((logps.double() * answer[sl]).sum(dim=1))
+                continue
+            head = functools.partial(_answer_head, ids=completion_ids[sl], answer=answer[sl],
+                                     temperature=self.temperature, impl=self.args.logprob_impl)
+            with self.accelerator.autocast():
+                out.append(self.model(input_ids=input_ids[sl], attention_mask=attention_mask[sl],
+                                      tsallis_head=head))  # fmt: skip
+        return torch.cat(out)
 
     def _compute_loss(self, model, inputs):
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
         attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
-        K = completion_ids.size(1)
-        mask = completion_mask
-        if "tool_mask" in inputs:
-            mask = mask * inputs["tool_mask"]
-        logps, entropies = self._token_logps(model, input_ids, attention_mask, K,
-                                             compute_entropy=True)  # fmt: skip
-        adv = inputs["advantages"]
-        if adv.dim() == 1:
-            adv = adv.unsqueeze(1)
+        span, coef = inputs["tsallis_span"], inputs["tsallis_coef"]
         split = "train" if self.model.training else "eval"
         if split == "train":
-            rows_per_step = (
-                self.args.per_device_train_batch_size * self.current_gradient_accumulation_steps
-            )
-            scale = self.num_generations / rows_per_step
+            accumulation = getattr(self, "current_gradient_accumulation_steps",
+                                   self.args.gradient_accumulation_steps)  # set in train()
+            rows_per_step = self.args.per_device_train_batch_size * accumulation
+            normalizer = rows_per_step / self.num_generations
         else:
-            scale = self.num_generations_eval / completion_ids.size(0)
-        weighted = adv.to(logps.dtype) * logps * mask.to(logps.dtype)
-        loss = -weighted.sum() * scale
-        m = mask.to(entropies.dtype)
+            normalizer = completion_ids.size(0) / self.num_generations_eval
+        if self.args.logprob_impl == "trl":
+            logps, entropies, _ = self._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, completion_ids.size(1), compute_entropy=True)
+            adv = torch.where(span == ANSWER, coef[:, 1:2], torch.where(span == RATIONALE,
+                              coef[:, 0:1], torch.zeros_like(coef[:, :1])))  # fmt: skip
+            loss = -(adv.to(logps.dtype) * logps).sum() / normalizer
+            trained = (span != 0).to(entropies.dtype)
+            ent_sum = (entropies.detach() * trained).sum()
+        else:
+            head = functools.partial(_loss_head, ids=completion_ids, span=span, coef=coef,
+                                     normalizer=normalizer, temperature=self.temperature,
+                                     impl=self.args.logprob_impl)  # fmt: skip
+            with self.accelerator.autocast():
+                loss, ent_sum = model(input_ids=input_ids, attention_mask=attention_mask,
+                                      tsallis_head=head)  # fmt: skip
+            trained = (span != 0).to(torch.float32)
         totals = self.accelerator.reduce(
-            torch.stack([(entropies.detach() * m).sum(), m.sum()]), reduction="sum"
+            torch.stack([ent_sum.detach().float(), trained.sum().float()]), reduction="sum"
         )
         self._metrics[split]["entropy"].append(float(totals[0] / totals[1].clamp(min=1.0)))
         return loss
+
+
+# ----------------------------------------------------------------------------- the LM head
+
+
+def _logit_transform(model) -> tuple[float, float | None]:
+    """(logit_scale, final_logit_softcapping) of ``model``'s config, read as TRL's fused head
+    reads them (``trl.trainer.utils.add_fused_lm_head``), so both heads score the same logits."""
+    cfg = model.config.get_text_config()
+    softcap = getattr(cfg, "final_logit_softcapping", None)
+    scale = getattr(cfg, "logit_scale", None)
+    if scale is None:
+        scale = getattr(cfg, "output_multiplier", None)
+    if scale is None:
+        scale = getattr(cfg, "lm_head_multiplier", None)
+    if scale is None and getattr(cfg, "logits_scaling", None) is not None:
+        scaling = cfg.logits_scaling
+        scale = scaling if cfg.model_type == "hyperclovax" else 1 / scaling
+    return (1.0 if scale is None else float(scale)), softcap
+
+
+def _lm_head(model):
+    """The LM head's (weight, bias, gather context): an FSDP2 DTensor weight is gathered with
+    ``full_tensor()`` and a DeepSpeed ZeRO-3 one inside TRL's ``maybe_gather_lm_head_ctx``, as
+    TRL's own fused head does."""
+    head = model.get_output_embeddings()
+    weight, bias = head.weight, head.bias
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - every supported torch has it
+        DTensor = ()
+    if DTensor and isinstance(weight, DTensor):
+        weight = weight.full_tensor()
+        bias = None if bias is None else bias.full_tensor()
+    try:
+        from trl.trainer.utils import maybe_gather_lm_head_ctx
+
+        ctx = maybe_gather_lm_head_ctx(weight, bias)
+    except ImportError:  # pragma: no cover - the pinned TRL has it
+        ctx = nullcontext()
+    return weight, bias, ctx
+
+
+def _completion_hidden(hidden: torch.Tensor, K: int) -> torch.Tensor:
+    """Hidden states at the positions that predict the last K tokens: [B, K, H]."""
+    return hidden[:, -K - 1 : -1]
+
+
+def _loss_head(model, hidden, *, ids, span, coef, normalizer, temperature, impl):
+    """The J_Q loss from the hidden states (:func:`kernels.fused_linear_sequence_loss`); returns
+    (loss, Σ entropy over trained tokens)."""
+    from kernels import fused_linear_sequence_loss
+
+    K = ids.size(1)
+    h = _completion_hidden(hidden, K)
+    layout = TokenLayout.from_masks(span == RATIONALE, span == ANSWER)
+    weight, bias, ctx = _lm_head(model)
+    scale, softcap = _logit_transform(model)
+    with ctx:
+        res = fused_linear_sequence_loss(
+            h, weight, ids, layout, (coef[:, 0].float(), coef[:, 1].float()), bias=bias,
+            normalizer=float(normalizer), temperature=temperature, logit_scale=scale,
+            final_logit_softcapping=softcap, return_entropy=True, impl=impl,
+        )  # fmt: skip
+    return res.loss, res.entropy.detach().sum()
+
+
+def _answer_head(model, hidden, *, ids, answer, temperature, impl):
+    """Σ over the answer tokens of their log-probs, [B] float64; the LM head projects only the
+    answer rows (:func:`kernels.linear_token_logprobs`)."""
+    from kernels import linear_token_logprobs
+
+    h = _completion_hidden(hidden, ids.size(1))[answer]
+    weight, bias, ctx = _lm_head(model)
+    scale, softcap = _logit_transform(model)
+    with ctx:
+        lp = linear_token_logprobs(h, weight, ids[answer], bias=bias, temperature=temperature,
+                                   logit_scale=scale, final_logit_softcapping=softcap,
+                                   impl=impl)  # fmt: skip
+    row = torch.nonzero(answer)[:, 0]
+    return torch.zeros(ids.size(0), dtype=torch.float64, device=lp.device).index_add_(
+        0, row, lp.double()
+    )
+
+
+def _add_tsallis_head(model) -> None:
+    """Let ``model(..., tsallis_head=fn)`` run the backbone and return ``fn(model, hidden)``.
+
+    The head runs inside the model's forward (through DDP / FSDP wrappers, so their hooks see
+    the call), like TRL's ``fused_lm_head=True``; without ``tsallis_head`` the forward is the one
+    it wraps (TRL's patched forward, so generation and TRL's own head are unchanged). The
+    backbone is looked up on each call, since FSDP and PEFT replace modules after patching.
+    """
+    inner = model.forward
+
+    @functools.wraps(type(model).forward)
+    def forward(self, *args, tsallis_head=None, **kwargs):
+        if tsallis_head is None:
+            return inner(*args, **kwargs)
+        kwargs["use_cache"] = False
+        hidden = self.base_model(*args, **kwargs).last_hidden_state
+        return tsallis_head(self, hidden)
+
+    model.forward = types.MethodType(forward, model)

@@ -91,26 +91,17 @@ Likelihood mode
 The paper's likelihood mode needs, per sequence, log w_b = log p(y* | x*, z_b), the
 teacher-forced log-probability of the gold answer after the sampled rationale under the current
 policy, and per-token coefficients (``coef_z`` on rationale tokens, ``coef_y`` on answer tokens).
-verl 0.9's per-token advantages and PPO loss can apply such coefficients, and
-:func:`likelihood_advantages` computes them from ``old_log_probs`` and an answer-span mask. What
-verl's hooks do not give, without changing verl: (1) ``compute_advantage`` passes a custom
-estimator only ``token_level_rewards``, ``response_mask``, ``config``, ``index`` and
-``reward_baselines``, never ``old_log_probs`` (it forwards them only to its built-in
-optimal-token-baseline estimators) nor any per-token or per-sample field, so the estimator cannot
-see log w; (2) no rollout hook rewrites a sampled response into rationale + marker + gold answer
-before the actor's log-prob pass (a custom agent loop, registered with
-``verl.experimental.agent_loop.register``, could, but it is a rollout component, not part of this
-package); a reward function cannot compute log w (it has no access to the policy). Likelihood
-mode in verl therefore needs a trainer subclass whose advantage step calls
-:func:`likelihood_advantages` with ``data.batch["old_log_probs"]`` and the answer mask, plus such
-an agent loop. The supported likelihood-mode path is TRL's:
-``tsallis.integrations.trl.TsallisGRPOTrainer`` with ``mode="likelihood"``.
+A named advantage estimator cannot do it (verl's ``compute_advantage`` never passes it
+``old_log_probs``, and no reward function sees the policy). :func:`likelihood_advantages` computes
+the per-token advantages from ``old_log_probs`` and an answer-span mask, and
+:mod:`tsallis.integrations.verl_likelihood` uses it through verl's other plug-in points: the agent
+loop ``tsallis_likelihood`` (appends the gold answer) and the trainer mode ``tsallis_sync``
+(its advantage step), registered by this module on ``import verl`` (docs/trainers/verl.md).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -118,6 +109,7 @@ import torch
 
 from .. import estimators as _est
 from .._validate import check_q
+from ..rollouts import RowCoefficients, reward_log_w, row_coefficients
 
 __all__ = [
     "CONFIG_KEY",
@@ -142,48 +134,7 @@ _CONFIG_KEYS = ("q", "paper_normalization", "seed", "num_draws")
 _MARK = "_tsallis_verl_estimator"
 
 
-# ----------------------------------------------------------------------------- grouping
-
-
-def _groups_by_size(index, bs: int) -> list[tuple[int, torch.Tensor, list]]:
-    """Rows sharing a uid, bucketed by group size.
-
-    Returns [(size M, rows [G_M, M] int64, uids of those groups)], sizes ascending, groups in
-    order of first appearance, rows of a group in batch order.
-    """
-    if index is None:
-        raise ValueError(
-            "a tsallis advantage estimator needs index (the uid of each row's prompt, verl's "
-            "data.non_tensor_batch['uid']) to form groups; got index=None"
-        )
-    if isinstance(index, torch.Tensor):
-        index = index.tolist()
-    if isinstance(index, (str, bytes)) or not hasattr(index, "__len__"):
-        raise TypeError(
-            f"index must be a sequence (numpy object array) of {bs} uids, got "
-            f"{type(index).__name__}"
-        )
-    if len(index) != bs:
-        raise ValueError(
-            f"index must hold one uid per row: expected {bs} entries, got {len(index)}"
-        )
-    members: dict[Any, list[int]] = {}
-    for row, uid in enumerate(index):
-        try:
-            members.setdefault(uid, []).append(row)
-        except TypeError:
-            raise TypeError(
-                f"uids in index must be hashable (strings), got {type(uid).__name__} at row {row}"
-            ) from None
-    by_size: dict[int, tuple[list[list[int]], list]] = {}
-    for uid, rows in members.items():
-        bucket = by_size.setdefault(len(rows), ([], []))
-        bucket[0].append(rows)
-        bucket[1].append(uid)
-    return [
-        (size, torch.tensor(by_size[size][0], dtype=torch.int64), by_size[size][1])
-        for size in sorted(by_size)
-    ]
+# ----------------------------------------------------------------------------- checks
 
 
 def _check_rewards_2d(token_level_rewards, response_mask, name="token_level_rewards") -> None:
@@ -213,75 +164,35 @@ def _check_rewards_2d(token_level_rewards, response_mask, name="token_level_rewa
         )
 
 
-def _sequence_rewards(token_level_rewards: torch.Tensor) -> torch.Tensor:
-    """r_b = Σ_t token_level_rewards[b, t] in float64, checked to lie in [0, 1]."""
-    r = token_level_rewards.detach().to(torch.float64).sum(dim=-1)
-    bad = torch.isnan(r) | (r < 0) | (r > 1)
-    if bool(bad.any()):
-        row = int(torch.nonzero(bad)[0])
+def _check_index(index, bs: int) -> None:
+    if index is None:
         raise ValueError(
-            "tsallis estimators in verl run in verifier mode: each sequence reward (the sum of "
-            "its token_level_rewards) must lie in [0, 1] (GARL's weights are probabilities), got "
-            f"{float(r[row])!r} at row {row} ({int(bad.sum())} of {r.numel()} rows outside "
-            "[0, 1]); rescale the reward function to [0, 1] and keep "
-            "algorithm.use_kl_in_reward=false (use the actor's KL loss instead)"
+            "a tsallis advantage estimator needs index (the uid of each row's prompt, verl's "
+            "data.non_tensor_batch['uid']) to form groups; got index=None"
         )
-    return r
 
 
-# ----------------------------------------------------------------------------- core
+def _sequence_log_w(token_level_rewards: torch.Tensor) -> torch.Tensor:
+    """log r_b with r_b = Σ_t token_level_rewards[b, t] (float64), checked to lie in [0, 1]
+    up to float32 round-off (:func:`tsallis.rollouts.check_rewards`)."""
+    r = token_level_rewards.detach().to(torch.float64).sum(dim=-1)
+    try:
+        return reward_log_w(r)
+    except ValueError as e:
+        raise ValueError(
+            f"tsallis estimators in verl run in verifier mode: each sequence reward (the sum of "
+            f"its token_level_rewards) must lie in [0, 1]: {e}; rescale the reward function "
+            "to [0, 1] and keep algorithm.use_kl_in_reward=false (use the actor's KL loss "
+            "instead)"
+        ) from None
 
 
-def _coefficients_per_row(
-    log_w: torch.Tensor,
-    index,
-    *,
-    q: float,
-    estimator: str,
-    mode: str,
-    options: Mapping[str, Any],
-    generator: torch.Generator | None,
-):
-    """Run the estimator per group size; scatter M·coef_z and M·coef_y back to rows.
-
-    Returns (adv_z [bs] float64, adv_y [bs] float64, stats dict).
-    """
-    fn = _est.get_estimator(estimator)
-    log_w = log_w.detach().to(device="cpu", dtype=torch.float64)  # bs scalars; CPU generator
-    bs = log_w.shape[0]
-    adv_z = torch.zeros(bs, dtype=torch.float64)
-    adv_y = torch.zeros(bs, dtype=torch.float64)
-    n_groups = n_stalled = 0
-    log_means: list[torch.Tensor] = []
-    max_amp = -math.inf
+def _rows(log_w, index, q, estimator, mode, options, generator) -> RowCoefficients:
+    """The seam (:func:`tsallis.rollouts.row_coefficients`) on verl's uid groups."""
     kwargs = dict(options)
     if estimator in _est.RANDOMIZED:
         kwargs["generator"] = generator
-    for size, rows, uids in _groups_by_size(index, bs):
-        try:
-            c = fn(log_w[rows], q, mode=mode, **kwargs)
-        except ValueError as e:
-            raise ValueError(
-                f"{estimator} on the {rows.shape[0]} group(s) of {size} response(s) (first uid "
-                f"{uids[0]!r}): {e}"
-            ) from e
-        adv_z[rows.reshape(-1)] = (size * c.coef_z.to(torch.float64)).reshape(-1)
-        adv_y[rows.reshape(-1)] = (size * c.coef_y.to(torch.float64)).reshape(-1)
-        n_groups += rows.shape[0]
-        n_stalled += int(c.stalled.sum())
-        live = ~c.stalled
-        if bool(live.any()):
-            log_means.append(c.log_w_mean[live].to(torch.float64))
-            max_amp = max(max_amp, float(c.max_amplified_advantage[live].max()))
-    stats = {
-        "q": q,
-        "estimator": estimator,
-        "num_groups": n_groups,
-        "stalled_fraction": n_stalled / n_groups if n_groups else 0.0,
-        "mean_log_w_mean": float(torch.cat(log_means).mean()) if log_means else -math.inf,
-        "max_amplified_advantage": max_amp if log_means else 0.0,
-    }
-    return adv_z, adv_y, stats
+    return row_coefficients(log_w, q, groups=index, estimator=estimator, mode=mode, **kwargs)
 
 
 def verifier_advantages(
@@ -302,9 +213,10 @@ def verifier_advantages(
         A[b, t] = M · coef_z[b] · response_mask[b, t].
 
     Shapes: token_level_rewards, response_mask (bs, T); index: bs uids. Returns
-    (advantages (bs, T) in token_level_rewards' dtype, the same values as returns, stats) where
-    stats holds q, the number of groups, the stalled fraction, the mean log w̄ over live groups
-    and the max amplified advantage (the paper's Fig. 3 monitor).
+    (advantages (bs, T) in token_level_rewards' dtype, the same values as returns, stats), stats
+    the batch's :class:`tsallis.rollouts.RolloutStats` (q, number of groups, frac_stalled,
+    log_w_mean, w_mean, max_amplified_advantage: the names every host logs,
+    ``stats.as_metrics()``). A reward within float32 round-off of [0, 1] is clamped.
 
     >>> r = torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
     >>> adv, _, stats = verifier_advantages(r, torch.ones(4, 2), ["a"] * 4, q=0.5)
@@ -322,16 +234,13 @@ def verifier_advantages(
             f"policy's log-probs); got mode={mode!r}. See likelihood_advantages, or TRL's "
             "tsallis.integrations.trl.TsallisGRPOTrainer with mode='likelihood'"
         )
-    rewards = _sequence_rewards(token_level_rewards)
-    log_w = _est.rewards_to_log_w(rewards)
-    adv_z, _, stats = _coefficients_per_row(
-        log_w, index, q=q, estimator=estimator, mode="verifier", options=options,
-        generator=generator,
-    )  # fmt: skip
+    _check_index(index, token_level_rewards.shape[0])
+    rows = _rows(_sequence_log_w(token_level_rewards), index, q, estimator, "verifier", options,
+                 generator)  # fmt: skip
     dtype = token_level_rewards.dtype
     mask = response_mask.to(dtype)
-    advantages = adv_z.to(device=mask.device, dtype=dtype)[:, None] * mask
-    return advantages, advantages.clone(), stats
+    advantages = rows.adv_z.to(device=mask.device, dtype=dtype)[:, None] * mask
+    return advantages, advantages.clone(), rows.stats
 
 
 def likelihood_advantages(
@@ -358,7 +267,8 @@ def likelihood_advantages(
     -(1/G)·Σ_b [coef_z·log p(z_b|x*) + coef_y·log p(y*|x*, z_b)].
 
     Shapes: old_log_probs, answer_mask, response_mask (bs, T). answer_mask must lie inside
-    response_mask and be non-empty in every row. Returns (advantages (bs, T), stats).
+    response_mask and be non-empty in every row. Returns (advantages (bs, T), stats), stats a
+    :class:`tsallis.rollouts.RolloutStats`.
     """
     _check_rewards_2d(old_log_probs, response_mask, name="old_log_probs")
     if not isinstance(answer_mask, torch.Tensor) or answer_mask.shape != old_log_probs.shape:
@@ -375,15 +285,13 @@ def likelihood_advantages(
     if not bool(ans.any(dim=-1).all()):
         row = int(torch.nonzero(~ans.any(dim=-1))[0])
         raise ValueError(f"answer_mask is empty in row {row}: every response needs its answer span")
+    _check_index(index, old_log_probs.shape[0])
     lp = old_log_probs.detach().to(torch.float64)
     log_w = torch.where(ans, lp, torch.zeros_like(lp)).sum(dim=-1)
-    adv_z, adv_y, stats = _coefficients_per_row(
-        log_w, index, q=q, estimator=estimator, mode="likelihood", options=options,
-        generator=generator,
-    )  # fmt: skip
+    rows = _rows(log_w, index, q, estimator, "likelihood", options, generator)
     ans, resp = ans.cpu(), resp.cpu()
-    adv = torch.where(ans, adv_y[:, None], torch.where(resp, adv_z[:, None], 0.0))
-    return adv.to(device=old_log_probs.device, dtype=old_log_probs.dtype), stats
+    adv = torch.where(ans, rows.adv_y[:, None], torch.where(resp, rows.adv_z[:, None], 0.0))
+    return adv.to(device=old_log_probs.device, dtype=old_log_probs.dtype), rows.stats
 
 
 # ----------------------------------------------------------------------------- verl signature
@@ -595,3 +503,26 @@ def register() -> dict[str, Callable]:
 
 
 register()
+
+
+def _register_likelihood_mode() -> None:
+    """Register likelihood mode's agent loop and trainer (:mod:`.verl_likelihood`). They need
+    verl's v1 trainer, whose dependencies (TransferQueue, ...) the ``verl`` extra installs;
+    without them verifier mode still registers and a warning names the missing module."""
+    try:
+        from . import verl_likelihood
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] in ("tsallis", "verl"):
+            raise
+        import warnings
+
+        warnings.warn(
+            f"tsallis: verl likelihood mode (tsallis_likelihood, tsallis_sync) not registered: "
+            f"{e} (pip install 'tsallis-continuum[verl]')",
+            stacklevel=2,
+        )
+        return
+    verl_likelihood.register()
+
+
+_register_likelihood_mode()
