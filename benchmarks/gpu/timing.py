@@ -1,6 +1,6 @@
 """How a case is timed: the median of ``triton.testing.do_bench`` (L2 flushed between calls)
 and the peak memory allocated beyond the inputs while it runs; GB/s against the byte floor of
-what it computes (kernel.md's byte floor, restated in docs/gpu-benchmark.md).
+what it computes (the byte floor of docs/gpu-benchmark.md).
 
 A handler returns a :class:`TimingSpec`; :func:`measure` turns it into the ``timing`` record of
 the case. Under ``--smoke`` (CPU) one wall-clock call stands in for the timing and the record
