@@ -20,3 +20,5 @@ if not _IN_CI:
         collect_ignore.append("tsallis/integrations/trl.py")
     if importlib.util.find_spec("verl") is None:
         collect_ignore.append("tsallis/integrations/verl.py")
+    if any(importlib.util.find_spec(m) is None for m in ("verl", "transfer_queue")):
+        collect_ignore.append("tsallis/integrations/verl_likelihood.py")  # verl's v1 trainer

@@ -1,23 +1,22 @@
 #!/usr/bin/env python3
-"""GPU benchmark of the fused log-prob kernels: correctness of exactly what is timed, then
-timings against Liger-Kernel, naive torch and torch.compile, all in one run.
+"""GPU benchmark of the fused log-prob kernels and the hidden-state loss: the kernel tests on
+the GPU, then every case checked once at its timed shape and timed against Liger-Kernel, TRL,
+cut-cross-entropy, naive torch and torch.compile, all in one run (docs/gpu-benchmark.md).
 
-The cases are a table (``benchmarks/gpu/cases.py``), run in order by one runner
-(``benchmarks/gpu/run.py``) that prints a line per case, saves the JSON after each, and ends
-with the goals table (met / missed / not measured) and the dispatch table the timings support.
+On a machine with one CUDA GPU, from the repository root (about 9 minutes, compilation
+included; it ends by itself):
 
-On the GPU machine (one call, from the repository root; the Liger-Kernel wheel carried in
-``.whl/`` is unpacked onto ``sys.path`` by the script itself):
+    python3 benchmarks/gpu_bench.py --out DIR
 
-    GIT_COMMIT=<sha> timeout 560 python3 benchmarks/gpu_bench.py --out $OUT
+DIR receives the result JSON, ``dispatch_table.json`` (the candidate dispatch table, when the
+run measured every variant) and the kernel tests' log. On a CPU machine, the same table and
+runner at tiny shapes under the Triton interpreter (CI):
 
-On a CPU machine, the same table and runner at tiny shapes under the Triton interpreter (CI):
-
-    TRITON_INTERPRET=1 python3 benchmarks/gpu_bench.py --smoke --commit <sha> --out /tmp/bench
+    python3 benchmarks/gpu_bench.py --smoke --out DIR
 
 Other modes: ``--list`` prints the case table with estimated costs; ``--only REGEX`` runs a
-subset; ``--write-dispatch RESULT_JSON`` rewrites ``kernels/dispatch.py``'s table from the
-measured result file (``benchmarks/results/README.md``).
+subset; ``--dispatch-candidate RESULT_JSON --out DIR`` rebuilds the candidate table from a
+result file. The modules are in ``benchmarks/gpu/`` (its ``__init__`` lists them).
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ the answer log-probs: the (short) answer rows are scored first in a forward-only
 coefficient rule runs, then the pass above covers every scored row.
 
 Chunk shape: ``C`` rows from a byte budget, never from a fixed row count: the per-chunk work
-buffers together hold at most as many elements as one tile of TRL's chunked head at the same
-number of rows (``min(N, 4096) x 32768``), so this head never needs more working memory than
-the one it replaces (:func:`chunk_rows`). The last chunk is padded with zero rows to the same
+buffers together hold at most half as many elements as one tile of TRL's chunked head at the
+same number of rows (``min(N, 4096) x 32768``), so this head never needs more working memory
+than the one it replaces (:func:`chunk_rows`). The last chunk is padded with zero rows to the same
 ``C``: every GEMM of a call has one shape (BLAS libraries choose code paths by the row count,
 and on CPU a product of fewer than 64 rows rounds differently), so a row's results do not
 depend on where in the chunk it lands. A fixed ``chunk_size`` makes per-row results bitwise
@@ -68,6 +68,8 @@ __all__ = [
 #: (rows, columns) of one tile of TRL's ``ChunkedLogProbFunction`` (trl.kernels.chunked_logprob:
 #: ``TOKEN_CHUNK_SIZE`` and the trainer's vocabulary chunk): the memory yardstick of the chunks
 TRL_TILE = (4096, 32768)
+#: the chunk work buffers hold at most 1 / WORK_FRACTION of one TRL tile (:func:`chunk_rows`)
+WORK_FRACTION = 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,18 +161,21 @@ def _check_transform(temperature, logit_scale, final_logit_softcapping) -> _Head
 
 def chunk_rows(num_rows: int, V: int, buffers: int = 2, chunk_size: int | None = None) -> int:
     """Rows ``C`` of one chunk: ``chunk_size`` when given, else the most rows whose ``buffers``
-    work buffers of ``[C, V]`` hold no more elements than one TRL tile at ``num_rows`` rows,
-    ``min(num_rows, 4096) * 32768`` (:data:`TRL_TILE`); at least 1, at most ``num_rows``.
+    work buffers of ``[C, V]`` hold no more elements than half of one TRL tile at ``num_rows``
+    rows, ``min(num_rows, 4096) * 32768 / 2`` (:data:`TRL_TILE`; TRL's own temporaries come on
+    top of its tile, so this head stays well below it); at least 1, at most ``num_rows``.
+    At V = 151936 and N >= 2048 rows that is C = 110 (GEMMs with 110-row operands: the
+    ``dW += G^T H`` update still runs near the BLAS peak).
 
     >>> chunk_rows(2048, 151936), chunk_rows(512, 151936, buffers=1), chunk_rows(3, 151936)
-    (220, 110, 1)
+    (110, 55, 1)
     """
     if chunk_size is not None:
         c = int(chunk_size)
         if c < 1 or c != chunk_size:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         return c
-    budget = min(int(num_rows), TRL_TILE[0]) * TRL_TILE[1]
+    budget = min(int(num_rows), TRL_TILE[0]) * TRL_TILE[1] // WORK_FRACTION
     return max(1, min(int(num_rows), budget // (max(1, buffers) * int(V))))
 
 
@@ -345,8 +350,8 @@ def _scored_pass(h2, weight, bias, ids, span, rows, g_tok, head, C, acc, impl, w
 
 class _FusedLinearFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, ids, span, cu, coefficients, normalizer, head, C,
-                impl, with_entropy, variant):  # fmt: skip
+    def forward(ctx, hidden, weight, bias, ids, span, cu, coefficients, normalizer, head,
+                chunk_size, impl, with_entropy, variant):  # fmt: skip
         h2, w, b = _compute_inputs(hidden, weight, bias)
         layout = TokenLayout(cu_seqlens=cu, span=span)
         B, N = layout.num_sequences, layout.num_tokens
@@ -354,6 +359,8 @@ class _FusedLinearFn(torch.autograd.Function):
         dev = hidden.device
         rule = coefficients if callable(coefficients) else None
         rows = torch.nonzero(span != IGNORED).reshape(-1)  # one host sync: the scored rows
+        n_buf = (1 if impl == "triton" else 2) + (head.softcap is not None)
+        C = chunk_rows(max(rows.numel(), 1), w.shape[0], n_buf, chunk_size)
         need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1],
                 bias is not None and ctx.needs_input_grad[2])  # fmt: skip
         if rule is not None:
@@ -369,6 +376,8 @@ class _FusedLinearFn(torch.autograd.Function):
             cz, cy = _as_coefs(coefficients, B, dev, acc)
         seq = layout.seq_index()
         g_tok = _per_token(cz, cy, span, seq, -1.0 / normalizer)
+        if not any(need):
+            g_tok = None  # nothing to differentiate: a forward-only pass
         lp_rows, ent_rows, grads = _scored_pass(h2, w, b, ids, span, rows, g_tok, head, C, acc,
                                                 impl, with_entropy, variant, need)  # fmt: skip
         token_logp = torch.zeros(N, dtype=acc, device=dev).index_copy_(0, rows, lp_rows)
@@ -379,7 +388,7 @@ class _FusedLinearFn(torch.autograd.Function):
         if with_entropy:
             ent = torch.zeros(N, dtype=acc, device=dev).index_copy_(0, rows, ent_rows)
         loss = -(_weighted_sum(cz, z) + _weighted_sum(cy, y)) / normalizer
-        ctx.grads = grads
+        ctx.grads = grads if grads is not None else False
         ctx.meta = (hidden.shape, hidden.dtype, weight.dtype,
                     None if bias is None else bias.dtype)  # fmt: skip
         outs = [z, y, cz, cy, token_logp, ent if ent is not None else z.new_zeros(0)]
@@ -393,6 +402,8 @@ class _FusedLinearFn(torch.autograd.Function):
                 "fused_linear_sequence_loss computes its gradient in the forward pass and can "
                 "be back-propagated only once; use linear_token_logprobs for retain_graph"
             )
+        if ctx.grads is False:
+            raise RuntimeError("fused_linear_sequence_loss: no input required a gradient")
         d_h, d_w, d_b = ctx.grads
         ctx.grads = None  # release: autograd may then take these buffers as the .grad
         shape, h_dtype, w_dtype, b_dtype = ctx.meta
@@ -527,12 +538,11 @@ def fused_linear_sequence_loss(
         variant = choose_variant(V) if variant is None else variant
         if variant not in FUSED_VARIANTS:
             raise ValueError(f"variant must be one of {FUSED_VARIANTS} or None, got {variant!r}")
-    n_buf = (1 if name == "triton" else 2) + (final_logit_softcapping is not None)
-    n_scored = int((span != IGNORED).sum())
-    C = chunk_rows(max(n_scored, 1), V, n_buf, chunk_size)
+    if chunk_size is not None:
+        chunk_rows(1, V, 1, chunk_size)  # validate before any work
     loss, z, y, cz, cy, tok, ent = _FusedLinearFn.apply(
         hidden, weight, bias, ids, span, _on(layout.cu_seqlens, hidden.device), coefficients,
-        norm, head, C, name, bool(return_entropy), variant,
+        norm, head, chunk_size, name, bool(return_entropy), variant,
     )  # fmt: skip
     return FusedLinearLoss(loss, z, y, cz, cy, tok, ent if return_entropy else None)
 

@@ -10,8 +10,10 @@ import argparse
 import importlib
 import sys
 import time
+from pathlib import Path
 
-from sims.runner import check_out_dir
+from sims.__main__ import _os_error, interrupted_message, prepare_out
+from sims.runner import DEFAULT_RESULTS
 
 from . import FIGURES
 
@@ -27,19 +29,30 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:  # before any work: a file, a folder under a file, a missing parent, no write access
         if args.out is not None:
-            check_out_dir(args.out, create_parents=False, flag="--out")
+            prepare_out(args.out, "--out")
         if args.results is not None:
-            check_out_dir(args.results, create_parents=False, flag="--results")
+            prepare_out(args.results, "--results")
     except ValueError as err:
         print(f"python -m paper_figs: error: {err}", file=sys.stderr)
         return 2
     names = FIGURES if args.name == "all" else (args.name,)
     t_all = time.perf_counter()
-    for name in names:
+    results = Path(args.results) if args.results is not None else DEFAULT_RESULTS
+    for i, name in enumerate(names, 1):
         t0 = time.perf_counter()
-        mod = importlib.import_module(f"paper_figs.{name}")
-        folder = mod.make(quick=args.quick, results_dir=args.results, fig_root=args.out)
-        print(f"{name}: {folder}  ({time.perf_counter() - t0:.1f} s)")
+        if len(names) > 1:  # the sweeps' bars show progress inside a figure; this, across them
+            print(f"[{i}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
+        try:
+            mod = importlib.import_module(f"paper_figs.{name}")
+            folder = mod.make(quick=args.quick, results_dir=args.results, fig_root=args.out)
+        except KeyboardInterrupt:
+            print(f"\n{interrupted_message('python -m paper_figs', results / name)}",
+                  file=sys.stderr)  # fmt: skip
+            return 130
+        except OSError as err:
+            print(f"python -m paper_figs: error: {name}: {_os_error(err)}", file=sys.stderr)
+            return 1
+        print(f"{name}: {folder}  ({time.perf_counter() - t0:.1f} s)", flush=True)
     if len(names) > 1:
         print(f"all figures: {time.perf_counter() - t_all:.1f} s")
     return 0

@@ -5,18 +5,21 @@ a many-example model."""
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from tsallis import theory
 
-from ._common import out_dir, q_color, records, save, subplots
+from ._common import out_dir, q_color, records, save
 
 NAME = "label_noise"
 
 
 def make(quick: bool = False, results_dir=None, fig_root=None):
     recs = records(NAME, quick, results_dir)
-    fig, axes = subplots(4)
+    # a 2 x 2 grid, not a strip: each panel wide enough for its legend and a readable title
+    fig, grid = plt.subplots(2, 2, figsize=(10.5, 8.0))
+    axes = grid.ravel()
     rows = []
     for r in recs:
         c = q_color(r["q"])
@@ -60,7 +63,7 @@ def make(quick: bool = False, results_dir=None, fig_root=None):
                 "s",
                 color=c,
                 ms=3.5,
-                label=f"q={r['q']:g}: slope {r['slope']:.3f} (q+1 = {r['q'] + 1:g}), "
+                label=f"q={r['q']:g}: slope {r['slope']:.3f} (paper {r['q'] + 1:g}), "
                 f"C = {r['constant']:.3f}",
             )
             ax.plot(r["levels"], r["paper_time"], "--", color=c, lw=1)
@@ -91,7 +94,7 @@ def make(quick: bool = False, results_dir=None, fig_root=None):
         xlabel="noise rate ε",
         ylabel="equilibrium contamination p~",
         yscale="log",
-        title="two-label flow: p~ (●) vs escort (--)\n"
+        title="(a) equilibrium contamination p~ (●) vs the escort (--)\n"
         "(q = 0: no fixed point above 0, p~ only shrinks)",
     )
     axes[1].set(
@@ -99,30 +102,28 @@ def make(quick: bool = False, results_dir=None, fig_root=None):
         yscale="log",
         xlabel="contamination level η",
         ylabel="flow time from p~0 = 1e-8",
-        title="softmax logits, ε = 0.1: time to fit noise to level η\n"
-        "(-- paper's η^(q+1)/((q+1)ε); ‖∇p~‖ ∝ p~ → 0 breaks its\n"
-        "bounded-score assumption: T barely depends on η)",
+        title="(b) softmax logits, ε = 0.1: time to fit the noise to level η\n"
+        "-- the paper's η^(q+1)/((q+1)ε); its bounded-score assumption fails",
     )
     axes[2].set(
         xscale="log",
         yscale="log",
         xlabel="contamination level η",
         ylabel="flow time from p~0 = 1e-16",
-        title="p~ itself the parameter (‖∇p~‖ = 1), ε = 0.1\n"
-        "the paper's law holds: slope q+1, C = T(q+1)ε/η^(q+1) ≈ 1\n"
-        "(fit where the clean label's pull is < 5%; -- paper)",
+        title="(c) p~ itself the parameter (‖∇p~‖ = 1), ε = 0.1: the paper's law\n"
+        "holds, slope q+1 and C = T(q+1)ε/η^(q+1) ≈ 1 (-- paper)",
     )
     axes[3].set(
         xscale="log",
         yscale="log",
         xlabel="initial wrong-class prob p~0",
         ylabel="time to memorise\n(mean P(wrong label) = 1/2)",
-        title="many-example flow: 20 examples, 20% wrong labels",
+        title="(d) memorising wrong labels: 20 examples, 20% wrong",
     )
     axes[3].invert_xaxis()
     lo, hi = axes[3].get_ylim()
     axes[3].set_ylim(lo, hi * 300)  # headroom: the legend sits above the q = 0 (censored) line
     for ax in axes:
-        ax.title.set_fontsize(8)
-        ax.legend(fontsize=6, loc="upper left" if ax in (axes[2], axes[3]) else "best")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7.5, loc="upper left" if ax in (axes[2], axes[3]) else "best")
     return save(fig, NAME, out_dir(NAME, quick, fig_root), rows)

@@ -4,7 +4,8 @@ Panels: (a) SGD, likelihood mode: median escape steps against p0 per q, dashed t
 1 - q; (b) the same in verifier mode; (c) Adam: which q escape at each p0, against the dashed
 threshold q* = 1 - log(ε/s)/log p0 (s measured); (d) Adam escape steps of GARL, GRPO, PAFT and
 the SFT→RLVR schedule; (e) median P̂ per step from the smallest p0; (f) the max amplified
-advantage (the paper's Fig. 3 monitor) on the same runs.
+advantage (the paper's Fig. 3 monitor) on the same runs.  One style per estimator; panels
+(d)-(f) show at most six methods (every setting is in the CSV).
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ import numpy as np
 from ._common import out_dir, q_color, records, save
 
 NAME = "lm_cold_start"
-OTHER_COLORS = {"grpo": "#444444"}
+#: one style per estimator (GARL-RLOO's colour is its q, as in every figure of the package)
+STYLES = {
+    "garl_rloo": {"ls": "-", "marker": "o"},
+    "paft": {"ls": "--", "marker": "s", "color": "black", "mfc": "none"},
+    "grpo": {"ls": ":", "marker": "^", "color": "#777777"},
+    "schedule": {"ls": "-.", "marker": "D", "color": "#1f78b4"},
+}
+#: the methods compared in panels (d)-(f), at most six; GARL-RLOO at q = 0.25 and 0.5 is in (c)
+#: and every setting is in the CSV
+COMPARED = ("garl_rloo q=0", "garl_rloo q=0.75", "garl_rloo q=1", "paft q=0.75", "grpo")
 
 
 def _series(recs, **cond):
@@ -28,25 +38,40 @@ def _series(recs, **cond):
     return {k: sorted(v, key=lambda r: -r["p0"]) for k, v in out.items()}
 
 
-def _color(r):
-    """GARL-RLOO and PAFT (dashed) by q; the schedule blue; GRPO dark grey."""
+def _shown(r) -> bool:
+    return bool(r.get("schedule")) or r["label"] in COMPARED
+
+
+def _style(r) -> dict:
+    """Line style, marker and colour of a record's estimator (and q for GARL-RLOO)."""
+    kind = "schedule" if r.get("schedule") else r["estimator"]
+    style = dict(STYLES.get(kind, {"ls": "-", "marker": "o", "color": "black"}))
+    style.setdefault("color", q_color(r["q"]) if r["q"] is not None else "black")
+    return style
+
+
+def _pretty(r) -> str:
     if r.get("schedule"):
-        return "#1f78b4"
-    if r["estimator"] in ("garl_rloo", "paft") and r["q"] is not None:
-        return q_color(r["q"])
-    return OTHER_COLORS.get(r["estimator"], "black")
+        return "SFT→RLVR (q = 1, then 0)"
+    name = {"garl_rloo": "GARL-RLOO", "paft": "PAFT", "grpo": "GRPO"}.get(
+        r["estimator"], r["estimator"]
+    )
+    return name if r["estimator"] == "grpo" or r["q"] is None else f"{name} q={r['q']:g}"
 
 
-def _escape_panel(ax, series, title, *, flow=False):
-    for label, pts in series.items():
+def _escape_panel(ax, series, title, *, flow=False, legend_loc="upper left"):
+    for pts in series.values():
         p0 = np.array([p["p0"] for p in pts])
         med = np.array([p["median_steps"] for p in pts], dtype=float)
         cens = np.array([p["median_censored"] for p in pts])
-        c = _color(pts[0])
-        ls = "--" if pts[0]["estimator"] == "paft" else "-"
+        st = _style(pts[0])
+        c = st["color"]
         slope = pts[0].get("slope")
-        lab = label if slope is None or not np.isfinite(slope) else f"{label}: slope {slope:.2f}"
-        ax.plot(p0, med, "o" + ls, color=c, ms=4, lw=0.9, label=lab)
+        lab = _pretty(pts[0])
+        if slope is not None and np.isfinite(slope):
+            lab += f": slope {slope:.2f}"
+        ax.plot(p0, med, ls=st["ls"], marker=st["marker"], color=c, mfc=st.get("mfc", c),
+                ms=4, lw=1.0, label=lab)  # fmt: skip
         if cens.any():
             ax.plot(p0[cens], med[cens], "x", color=c, ms=9, mew=1.5)
         if flow and not cens[0]:
@@ -56,7 +81,7 @@ def _escape_panel(ax, series, title, *, flow=False):
     ax.set(xscale="log", yscale="log", xlabel="p0 (measured)", ylabel="median escape steps")
     ax.invert_xaxis()
     ax.set_title(title, fontsize=8)
-    ax.legend(fontsize=6, loc="upper left")
+    ax.legend(fontsize=6.5, loc=legend_loc)
 
 
 def make(quick: bool = False, results_dir=None, fig_root=None):
@@ -104,29 +129,29 @@ def make(quick: bool = False, results_dir=None, fig_root=None):
         "prediction: escape iff q > q* (dashed)", fontsize=8,
     )  # fmt: skip
     ax_thr.legend(fontsize=6, loc="lower left")
-    base = [p for p in adam if p["adam_eps"] == eps0]
+    base = [p for p in adam if p["adam_eps"] == eps0 and _shown(p)]
     _escape_panel(
-        ax_base, _series(base), f"Adam ε={eps0:g}, likelihood: GARL-RLOO per q, GRPO, PAFT "
-        "(dashed), SFT→RLVR\n× = censored median (stalled at the budget)",
+        ax_base, _series(base), f"Adam ε={eps0:g}, likelihood: the methods compared\n"
+        "(GARL-RLOO q = 0.25, 0.5: panel c); × = censored median (stalled at the budget)",
+        legend_loc="center right",
     )  # fmt: skip
     # (e, f) curves at the smallest p0
     for r in curves:
-        if r["adam_eps"] != eps0:
+        if r["adam_eps"] != eps0 or not _shown(r):
             continue
-        c = _color(r)
-        ls = "--" if r["estimator"] == "paft" else "-"
-        st = np.array(r["curve"]["step"])
+        st = _style(r)
+        c, ls = st["color"], st["ls"]
+        steps = np.array(r["curve"]["step"])
         lp = np.array(r["curve"]["log10_P"], dtype=float)
         mon = np.array([np.nan if v is None else v for v in r["curve"]["monitor"]], dtype=float)
-        ax_p.plot(st, lp, ls, color=c, lw=1.0, label=r["label"])
-        ax_mon.plot(st, mon, ls, color=c, lw=1.0, label=r["label"])
+        ax_p.plot(steps, lp, ls=ls, color=c, lw=1.0, label=_pretty(r))
+        ax_mon.plot(steps, mon, ls=ls, color=c, lw=1.0, label=_pretty(r))
     p0c = curves[0]["p0"] if curves else math.nan
     ax_p.set(xlabel="step", ylabel="median log10 P̂")
     ax_p.set_title(f"Adam ε={eps0:g}: P̂ per step from p0 ≈ {p0c:.1g}", fontsize=8)
-    ax_p.legend(fontsize=6, loc="center right")
+    ax_p.legend(fontsize=6.5, loc="center right")
     ax_mon.set(xlabel="step", ylabel="max amplified advantage (median over seeds)")
-    ax_mon.set_title("the paper's Fig. 3 monitor, same runs", fontsize=8)
-    ax_mon.legend(fontsize=6, loc="upper right")
+    ax_mon.set_title("the paper's Fig. 3 monitor, same runs and styles as (e)", fontsize=8)
     from matplotlib.ticker import LogLocator
 
     for ax in (ax_sgd, ax_ver, ax_thr, ax_base):

@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
+from pathlib import Path
 
 from .experiments import all_experiments, get_experiment
 from .runner import DEFAULT_RESULTS, check_out_dir, run_experiment
@@ -123,12 +125,132 @@ def _nan_reason(rec: dict) -> str:
     return "too few points to fit"
 
 
-def summary_lines(exp_name: str, description: str, recs: list[dict]) -> list[str]:
-    """The text summary of one experiment: a header naming it, then one row per fitted series,
-    with the fields that tell rows apart, and the reason for every slope that is nan."""
-    recs = [r for r in recs if "slope" in r]
+#: fields of one measured point of a series (lm_cold_start repeats its series' slope on each)
+_POINT_FIELDS = {
+    "p0",
+    "p0_actual",
+    "p0_target",
+    "median_steps",
+    "median_censored",
+    "n_runs",
+    "n_censored",
+    "n_diverged",
+    "steps",
+    "grad_scale_step0",
+    "s_hat",
+    "q_star",
+    "predicted_escape",
+    "escaped",
+}
+
+
+def _series_key(rec: dict) -> tuple:
+    """Every field but a point's own, exactly (repr, not the 4 digits shown), and the slope."""
+    return tuple(
+        (k, repr(v)) for k, v in sorted(rec.items()) if k not in _POINT_FIELDS | _OUTPUTS
+    ) + (("slope", repr(rec.get("slope"))),)
+
+
+def _one_per_series(recs: list[dict]) -> list[dict]:
+    """One record per fitted series: records that differ only in their point's fields and carry
+    the same slope are points of one series; the first stands for it, with its censored count
+    summed over the points."""
+    first: dict = {}
+    for r in recs:
+        k = _series_key(r)
+        if k not in first:
+            first[k] = dict(r)
+            if "p0" in r and isinstance(r["p0"], (int, float)):
+                first[k]["p0"] = [r["p0"]]
+        else:
+            kept = first[k]
+            if isinstance(kept.get("p0"), list):
+                kept["p0"].append(r["p0"])
+            if isinstance(r.get("n_censored"), int):
+                kept["n_censored"] = (kept.get("n_censored") or 0) + r["n_censored"]
+    return list(first.values())
+
+
+def _steps(rec: dict) -> str:
+    steps = rec.get("median_steps")
+    if steps is None:
+        return "-"
+    return f"≥{steps:g}" if rec.get("median_censored") else f"{steps:g}"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    width = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    fmt = lambda cells: "   " + "  ".join(c.ljust(w) for c, w in zip(cells, width, strict=True))
+    return [fmt(head).rstrip(), *(fmt(r).rstrip() for r in rows)]
+
+
+def threshold_lines(recs: list[dict]) -> list[str]:
+    """adam_threshold's q* records: per (model, ε, p0) the measured cell (q_below, q*], the
+    predicted q* (✗ when off the cell), the budget-aware q* and the fastest q."""
+    n_escape = sum(1 for r in recs if r.get("record") == "escape")
+    recs = [r for r in recs if r.get("record") == "q_star"]
     if not recs:
         return []
+    q = lambda v: "-" if v is None else f"{v:g}"
+    rows = []
+    for r in recs:
+        cell = (
+            f"≤ {q(r['q_star_measured'])}"
+            if r.get("q_below") is None
+            else f"({q(r['q_below'])}, {q(r['q_star_measured'])}]"
+        )
+        if r.get("q_star_measured") is None:
+            cell = "none escapes"
+        off = "" if r.get("prediction_in_cell") or (r.get("prediction_gap") or 0) <= 0.01 else " ✗"
+        rows.append(
+            [
+                str(r.get("model")),
+                f"{r.get('adam_eps'):g}",
+                f"{r.get('p0'):g}",
+                cell,
+                f"{r['q_star_predicted']:.2f}{off}",
+                f"{r['q_star_budget']:.2f}" + ("" if r.get("budget_in_cell") else " ✗"),
+                q(r.get("fastest_q")),
+            ]
+        )
+    head = ["model", "eps", "p0", "measured q*", "predicted", "budget-aware", "fastest q"]
+    lines = ["   threshold q* per (model, ε, p0); ✗: the prediction lies off the measured cell"]
+    lines += _table(head, rows)
+    if n_escape:
+        lines.append(f"   (--json also prints the {n_escape} escape records)")
+    return lines
+
+
+def escape_table_lines(recs: list[dict]) -> list[str]:
+    """Point records without a slope (lm_cold_start's Adam part): median escape steps per
+    series and p0 (≥: the median run was censored at the budget)."""
+    # curve records (no p0_target) are training curves, drawn by the figure, not tabulated
+    recs = [r for r in recs if "slope" not in r and "median_steps" in r and "p0_target" in r]
+    if not recs:
+        return []
+    eps = sorted({r.get("adam_eps") for r in recs if r.get("adam_eps") is not None})
+    p0s = sorted({r["p0_target"] for r in recs}, reverse=True)
+    cells: dict = {}
+    for r in recs:
+        name = r["label"] + (f", ε={r['adam_eps']:g}" if len(eps) > 1 else "")
+        cells.setdefault(name, {})[r["p0_target"]] = _steps(r)
+    head = ["median escape steps", *(f"p0={p:g}" for p in p0s)]
+    rows = [[name, *(by.get(p, "-") for p in p0s)] for name, by in cells.items()]
+    eps_note = f" (Adam ε={eps[0]:g})" if len(eps) == 1 else ""
+    return [f"   escape steps without a fitted slope{eps_note}; ≥: censored at the budget"] + (
+        _table(head, rows)
+    )
+
+
+def summary_lines(exp_name: str, description: str, recs: list[dict]) -> list[str]:
+    """The text summary of one experiment: a header naming it, then one row per fitted series,
+    with the fields that tell rows apart, and the reason for every slope that is nan; then the
+    tables of records without a slope (threshold cells, escape steps).  Every line once."""
+    extra = threshold_lines(recs) + escape_table_lines(recs)
+    recs = _one_per_series([r for r in recs if "slope" in r])
+    header = [f"== {exp_name}: {description}"]
+    if not recs:
+        return header + extra if extra else []
     cols = _columns(recs)
     fmt = lambda v: "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
     cells = []
@@ -146,11 +268,41 @@ def summary_lines(exp_name: str, description: str, recs: list[dict]) -> list[str
         cells.append(row)
     width = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     head = "  ".join(c.ljust(w) for c, w in zip(cols, width, strict=True))
-    lines = [f"== {exp_name}: {description}", f"   {head}  slope [95% CI]  theory  censored"]
+    lines = [*header, f"   {head}  slope [95% CI]  theory  censored"]
     for row in cells:
         lead = "  ".join(v.ljust(w) for v, w in zip(row[: len(cols)], width, strict=True))
         lines.append("   " + lead + "  " + "  ".join(row[len(cols):]))
-    return lines
+    return lines + extra
+
+
+def _os_error(err: OSError) -> str:
+    where = f": {err.filename}" if getattr(err, "filename", None) else ""
+    return f"{err.strerror or err}{where}"
+
+
+def prepare_out(text, flag: str) -> Path:
+    """``check_out_dir``'s checks, then the folder created: a path the checks pass but the system
+    refuses (``/proc/x``, ``/sys/x``, a read-only mount) is a one-line ValueError here, before
+    any work, not a traceback later."""
+    out = check_out_dir(text, create_parents=False, flag=flag)
+    try:
+        out.mkdir(exist_ok=True)
+        probe = out / f".write-probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"{flag} {str(text)!r}: cannot write there: {_os_error(err)}") from None
+    return out
+
+
+def interrupted_message(prog: str, folder: Path) -> str:
+    """The one line printed on Ctrl-C: what was kept and how to resume (every finished setting
+    is one complete file; the batch in flight is lost)."""
+    done = len(list(folder.glob("*.npz"))) if folder.is_dir() else 0
+    return (
+        f"{prog}: interrupted; {done} finished settings are kept in {folder}; "
+        "run the same command again to resume"
+    )
 
 
 def main(argv=None) -> int:
@@ -182,20 +334,29 @@ def main(argv=None) -> int:
     except ValueError as err:
         parser.error(str(err))
     try:
-        out = check_out_dir(args.out, create_parents=False)
+        out = prepare_out(args.out, "--out")
     except ValueError as err:
         print(f"python -m sims run: error: {err}", file=sys.stderr)
         return 2
     records = []
-    for exp in exps:
+    for i, exp in enumerate(exps, 1):
         t0 = time.perf_counter()
-        table = run_experiment(
-            exp,
-            quick=args.quick,
-            out=out,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
+        if len(exps) > 1:  # each sweep has its own bar; this line says where 'all' stands
+            print(f"[sims] [{i}/{len(exps)}] {exp.name} ...", file=sys.stderr, flush=True)
+        try:
+            table = run_experiment(
+                exp,
+                quick=args.quick,
+                out=out,
+                overwrite=args.overwrite,
+                progress=not args.no_progress,
+            )
+        except KeyboardInterrupt:
+            print(f"\n{interrupted_message('python -m sims run', out / exp.name)}", file=sys.stderr)
+            return 130
+        except OSError as err:
+            print(f"python -m sims run: error: {exp.name}: {_os_error(err)}", file=sys.stderr)
+            return 1
         recs = exp.analyze(table)
         records += recs
         print(

@@ -50,3 +50,25 @@ def test_trl_readme_block_runs(index, tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "tsallis/max_amplified_advantage" in out
     assert (tmp_path / "out-likelihood").exists()
+
+
+TRL_PAGE = README.parent / "docs" / "trainers" / "trl.md"
+
+
+def test_trl_page_block_runs(tmp_path, monkeypatch, capsys):
+    """docs/trainers/trl.md's example (both modes) runs as written."""
+    if not os.environ.get("CI"):  # under CI a missing extra must fail, not skip
+        pytest.importorskip("trl")
+    (block,) = re.findall(r"```python\n(.*?)```", TRL_PAGE.read_text(), re.S)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        exec(compile(block, "docs/trainers/trl.md", "exec"), {"__name__": "__trl_page__"})
+    finally:
+        torch.set_num_threads(threads)
+    assert "tsallis/" in capsys.readouterr().out
+    assert (tmp_path / "out-verifier").exists() and (tmp_path / "out-likelihood").exists()

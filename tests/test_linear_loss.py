@@ -380,3 +380,101 @@ def test_tsallis_linear_loss_packed_module_and_checks():
     with pytest.raises(ValueError, match="hidden states must be packed"):
         tsallis.tsallis_linear_loss(hid.view(1, N, H), w, ids.view(1, N), 0.5, group_size=1,
                                     rationale_mask=rat.view(1, N), cu_seqlens=cu)  # fmt: skip
+
+
+def test_docs_kernels_example_runs():
+    """docs/kernels.md's example is executed as written."""
+    import pathlib
+    import re
+
+    doc = pathlib.Path(__file__).resolve().parents[1] / "docs" / "kernels.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    assert blocks, "docs/kernels.md has no python example"
+    for code in blocks:
+        exec(compile(code, str(doc), "exec"), {"__name__": "docs_kernels"})
+
+
+@given(
+    st.integers(1, 40), st.integers(1, 9), st.integers(1, 60), st.integers(1, 5),
+    st.one_of(st.none(), st.integers(1, 17)), st.booleans(), st.integers(0, 2**16),
+)
+def test_property_any_shape_matches_float64(N, H, V, B, chunk, likelihood, seed):
+    """Random shapes, layouts (empty sequences, unscored rows), chunkings and both modes."""
+    h, w, b, ids, cu, rat, ans = _problem(N, H, V, B, seed=seed)
+    lay = TokenLayout.from_varlen(cu, rat, ans)
+    g = torch.Generator().manual_seed(seed + 1)
+    cz, cy = torch.randn(B, generator=g, dtype=F64), torch.randn(B, generator=g, dtype=F64)
+    if likelihood:
+        with torch.no_grad():
+            y0 = _oracle_loss(h, w, b, ids, lay, cz, cy, 1.0)[2]
+        coefs, want_c = (lambda y: (cz * y.sigmoid(), cy)), (cz * y0.sigmoid(), cy)
+    else:
+        coefs = want_c = (cz, cy)
+    hh, ww, bb = (t.clone().requires_grad_(True) for t in (h, w, b))
+    out = fused_linear_sequence_loss(hh, ww, ids, lay, coefs, bias=bb, chunk_size=chunk)
+    out.loss.backward()
+    h2, w2, b2 = (t.clone().requires_grad_(True) for t in (h, w, b))
+    want = _oracle_loss(h2, w2, b2, ids, lay, *want_c, 1.0)[0]
+    want.backward()
+    assert_close(out.loss, want, atol=1e-11, what="loss")
+    for a, e, n in ((hh, h2, "d hidden"), (ww, w2, "d weight"), (bb, b2, "d bias")):
+        assert_close(a.grad, e.grad, atol=1e-11, what=n)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_inputs(dtype):
+    h, w, b, ids, cu, rat, ans = _problem(20, 8, 33, 3, seed=4)
+    lay = TokenLayout.from_varlen(cu, rat, ans)
+    c = (torch.tensor([1.0, -1.0, 0.5]), torch.tensor([0.5, 2.0, 1.0]))
+    hh = h.to(dtype).requires_grad_(True)
+    ww = w.to(dtype).requires_grad_(True)
+    out = fused_linear_sequence_loss(hh, ww, ids, lay, c, bias=b.to(dtype))
+    out.loss.backward()
+    assert hh.grad.dtype == dtype and ww.grad.dtype == dtype and out.loss.dtype == torch.float32
+    h2 = hh.detach().double().requires_grad_(True)
+    w2 = ww.detach().double().requires_grad_(True)
+    want = _oracle_loss(h2, w2, b.to(dtype).double(), ids, lay, c[0].double(), c[1].double(),
+                        1.0)[0]  # fmt: skip
+    want.backward()
+    # the logits are rounded to the input dtype (as TRL's tiles are): a few ulps of it
+    tol = 0.05 if dtype == torch.bfloat16 else 0.01
+    assert_close(out.loss, want, atol=tol * float(want.abs()) + tol, what="loss")
+    assert_close(hh.grad, h2.grad, atol=tol, what="d hidden")
+    assert_close(ww.grad, w2.grad, atol=tol, what="d weight")
+
+
+def test_linear_token_logprobs_3d_and_id_check():
+    h, w, _, ids, _, _, _ = _problem(12, 4, 9, 1)
+    lp = linear_token_logprobs(h.view(3, 4, 4), w, ids.view(3, 4))
+    assert lp.shape == (3, 4)
+    assert_close(lp.reshape(-1), _oracle_logp(h, w, None, ids)[0], atol=1e-12, what="logp")
+    bad = ids.clone()
+    bad[5] = 9
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, V\) = \[0, 9\)"):
+        linear_token_logprobs(h, w, bad)
+
+
+@pytest.mark.parametrize("which", ["linear", "logits"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_loss_scale_is_folded_into_the_normaliser(which, reduction):
+    g = torch.Generator().manual_seed(8)
+    hid = torch.randn(4, 3, 5, generator=g, dtype=F64)
+    w = torch.randn(7, 5, generator=g, dtype=F64)
+    ids = torch.randint(0, 7, (4, 3), generator=g)
+    rat, ans = torch.tensor([[1, 1, 0]] * 4), torch.tensor([[0, 0, 1]] * 4)
+    grads = []
+    for scale, outer in ((0.25, 1.0), (1.0, 0.25)):
+        a = hid.clone().requires_grad_(True)
+        kw = {"group_size": 2, "rationale_mask": rat, "answer_mask": ans,
+              "reduction": reduction, "loss_scale": scale}  # fmt: skip
+        if which == "linear":
+            loss = tsallis.tsallis_linear_loss(a, w, ids, 0.5, **kw)
+        else:
+            loss = tsallis.tsallis_logits_loss(a @ w.T, ids, 0.5, impl="torch", **kw)
+        (loss.sum() * outer).backward()
+        grads.append((loss.detach() * outer, a.grad))
+    assert_close(grads[0][0], grads[1][0], atol=1e-14, what="loss")
+    assert_close(grads[0][1], grads[1][1], atol=1e-14, what="gradient")
+    with pytest.raises(ValueError, match="loss_scale"):
+        tsallis.tsallis_linear_loss(hid, w, ids, 0.5, group_size=2, rationale_mask=rat,
+                                    answer_mask=ans, loss_scale=0.0)  # fmt: skip

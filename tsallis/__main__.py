@@ -39,6 +39,39 @@ def format_table(rows, qs, p0s, delta) -> str:
     return "\n".join(lines)
 
 
+def _typed(argv, dest: str) -> str:
+    """The spelling of option ``--dest`` that the user typed (argparse accepts any unambiguous
+    prefix, e.g. ``--del`` for ``--delta``), so that an error names what is on their screen."""
+    full = f"--{dest}"
+    typed = full
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        if name.startswith("--") and len(name) > 2 and full.startswith(name):
+            typed = name  # the last occurrence wins, as in argparse
+    return typed
+
+
+def _option_errors(args, argv) -> list[str]:
+    """Each option's values checked against its range, the error naming the option as typed:
+    ``--q`` in [0, 1], ``--delta`` in (0, 1), every ``--p0`` in (0, delta)."""
+    errors = []
+    bad_q = [q for q in args.q if not 0.0 <= q <= 1.0]  # NaN fails both comparisons
+    if bad_q:
+        errors.append(f"{_typed(argv, 'q')}: q must lie in [0, 1], got {bad_q[0]:g}")
+    delta_ok = 0.0 < args.delta < 1.0
+    if not delta_ok:
+        errors.append(
+            f"{_typed(argv, 'delta')}: the escape threshold must lie in (0, 1), "
+            f"got {args.delta:g}"
+        )
+    bound = args.delta if delta_ok else 1.0
+    bad_p0 = [p for p in args.p0 if not (0.0 < p < bound)]
+    if bad_p0:
+        where = f"(0, delta = {args.delta:g})" if delta_ok else "(0, 1)"
+        errors.append(f"{_typed(argv, 'p0')}: p0 must lie in {where}, got {bad_p0[0]:g}")
+    return errors
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tsallis",
@@ -76,7 +109,11 @@ def main(argv=None) -> int:
         help="print the rows as JSON (p0, q, exact time T, leading-order T_asymptotic) "
         "instead of the table",
     )
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    errors = _option_errors(args, argv)
+    if errors:
+        parser.error("; ".join(errors))
     try:
         rows = escape_time_table(args.q, args.p0, args.delta)
     except ValueError as err:

@@ -29,7 +29,13 @@ from ._validate import (
     resolve_mode,
 )
 from .estimators import get_estimator
-from .logits_loss import LogitsLossInfo, _check_answers_present, _layout, _mean_entropy
+from .logits_loss import (
+    LogitsLossInfo,
+    _check_answers_present,
+    _check_loss_scale,
+    _layout,
+    _mean_entropy,
+)
 from .loss import sequence_loss
 
 __all__ = ["TsallisLinearLoss", "tsallis_linear_loss"]
@@ -56,6 +62,7 @@ def tsallis_linear_loss(
     return_info: bool = False,
     impl: str = "auto",
     chunk_size: int | None = None,
+    loss_scale: float = 1.0,
     **estimator_options,
 ):
     r"""J_Q loss of G·M sampled sequences from the last hidden states and the LM head.
@@ -88,6 +95,8 @@ def tsallis_linear_loss(
         impl: "auto" | "triton" | "torch".
         chunk_size: rows per chunk (default: sized from TRL's tile memory, see
             :func:`kernels.linear.chunk_rows`).
+        loss_scale: multiplies the loss (e.g. ``1 / gradient_accumulation_steps``), folded into
+            the normaliser of the fused pass.
         **estimator_options: passed to the estimator.
 
     Returns:
@@ -113,6 +122,7 @@ def tsallis_linear_loss(
     from kernels.linear import fused_linear_sequence_loss, gather_lm_head
 
     check_reduction(reduction)
+    scale = _check_loss_scale(loss_scale)
     if not isinstance(hidden, torch.Tensor) or hidden.dim() not in (2, 3):
         got = tuple(hidden.shape) if isinstance(hidden, torch.Tensor) else type(hidden).__name__
         raise ValueError(f"hidden must be a tensor of shape [B, T, H] or [N, H], got {got}")
@@ -155,6 +165,8 @@ def tsallis_linear_loss(
         logp_z, logp_y = _SegSumFn.apply(tok, span, layout.cu_seqlens.to(hidden.device), "torch")
         coef_z, coef_y = coefficients(logp_y)
         loss = sequence_loss(logp_z, logp_y, coef_z, coef_y, group_size=M, reduction="none")
+        if scale != 1.0:
+            loss = loss * scale
         logp_z, logp_y = logp_z.detach(), logp_y.detach()
         entropy = None if ent is None else ent.detach().reshape(-1)
         entropy = None if entropy is None else torch.where(span != 0, entropy, 0.0)
@@ -162,7 +174,7 @@ def tsallis_linear_loss(
         res = fused_linear_sequence_loss(
             hidden, weight, token_ids, layout,
             coefficients(None) if mode == "verifier" else coefficients,
-            bias=bias, normalizer=float(G) if reduction == "mean" else 1.0,
+            bias=bias, normalizer=(float(G) if reduction == "mean" else 1.0) / scale,
             return_entropy=with_entropy, impl=impl, chunk_size=chunk_size, **head,
         )  # fmt: skip
         loss, logp_z, logp_y, entropy = res.loss, res.logp_z, res.logp_y, res.entropy

@@ -150,6 +150,15 @@ def _check_answers_present(layout) -> None:
         )
 
 
+def _check_loss_scale(loss_scale) -> float:
+    import math
+
+    s = float(loss_scale)
+    if not (math.isfinite(s) and s > 0):
+        raise ValueError(f"loss_scale must be a finite positive number, got {loss_scale!r}")
+    return s
+
+
 def _mean_entropy(ent, span):
     if ent is None:
         return torch.tensor(float("nan"))
@@ -176,6 +185,7 @@ def tsallis_logits_loss(
     track_entropy: bool = True,
     impl: str = "auto",
     return_info: bool = False,
+    loss_scale: float = 1.0,
     **estimator_options,
 ):
     r"""J_Q loss of G·M sampled sequences straight from the logits (docs/conventions.md).
@@ -210,6 +220,10 @@ def tsallis_logits_loss(
         track_entropy: compute the mean token entropy for the info record.
         impl: "auto" | "triton" | "torch" (see :func:`kernels.token_logprobs`).
         return_info: also return a :class:`LogitsLossInfo`.
+        loss_scale: multiplies the loss (e.g. ``1 / gradient_accumulation_steps``). On the
+            fused path it is folded into the kernel's normaliser, so the gradient comes out
+            scaled at no cost; ``tsallis_logits_loss(...) / GA`` instead costs one more pass
+            over the ``[N, V]`` gradient in the backward (docs/kernels.md).
         **estimator_options: passed to the estimator (``paper_normalization``, ``generator``
             and ``num_draws`` for PAFT, ...).
 
@@ -230,6 +244,7 @@ def tsallis_logits_loss(
         ((4, 3, 11), (2, 2), 0)
     """
     check_reduction(reduction)
+    scale = _check_loss_scale(loss_scale)
     from kernels import check_logits
 
     check_logits(logits)
@@ -270,6 +285,8 @@ def tsallis_logits_loss(
         loss = sequence_loss(
             out.logp_z, out.logp_y, coef_z, coef_y, group_size=M, reduction=reduction
         )
+        if scale != 1.0:
+            loss = loss * scale
         logp_z, logp_y = out.logp_z.detach(), out.logp_y.detach()
         entropy = None if out.entropy is None else out.entropy.detach()
     else:
@@ -277,7 +294,8 @@ def tsallis_logits_loss(
 
         res = fused_sequence_loss(
             logits, token_ids, layout, coefficients(None) if mode == "verifier" else coefficients,
-            normalizer=float(G) if reduction == "mean" else 1.0, temperature=temperature,
+            normalizer=(float(G) if reduction == "mean" else 1.0) / scale,
+            temperature=temperature,
             return_entropy=track_entropy and return_info, inplace_grad=inplace_grad, impl=impl,
         )  # fmt: skip
         loss, logp_z, logp_y, entropy = res.loss, res.logp_z, res.logp_y, res.entropy

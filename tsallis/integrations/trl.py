@@ -96,7 +96,6 @@ import functools
 import os
 import pickle
 import types
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -135,8 +134,8 @@ try:
     import trl as _trl
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "tsallis.integrations.trl needs TRL: pip install 'tsallis-continuum[trl]' "
-        f"(trl{','.join(TRL_RANGE)})"
+        "tsallis.integrations.trl needs TRL: pip install -e '.[trl]' in a clone of "
+        f"tsallis-continuum, or pip install 'trl{','.join(TRL_RANGE)}'"
     ) from exc
 _check_trl_version(_trl.__version__)
 
@@ -631,25 +630,13 @@ def _logit_transform(model) -> tuple[float, float | None]:
 
 
 def _lm_head(model):
-    """The LM head's (weight, bias, gather context): an FSDP2 DTensor weight is gathered with
-    ``full_tensor()`` and a DeepSpeed ZeRO-3 one inside TRL's ``maybe_gather_lm_head_ctx``, as
-    TRL's own fused head does."""
-    head = model.get_output_embeddings()
-    weight, bias = head.weight, head.bias
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # pragma: no cover - every supported torch has it
-        DTensor = ()
-    if DTensor and isinstance(weight, DTensor):
-        weight = weight.full_tensor()
-        bias = None if bias is None else bias.full_tensor()
-    try:
-        from trl.trainer.utils import maybe_gather_lm_head_ctx
+    """The LM head's (weight, bias, gather context): a DeepSpeed ZeRO-3 head is gathered inside
+    TRL's ``maybe_gather_lm_head_ctx``, as TRL's own head does; an FSDP2 DTensor is gathered by
+    the kernel (:func:`kernels.gather_lm_head`)."""
+    from trl.trainer.utils import maybe_gather_lm_head_ctx
 
-        ctx = maybe_gather_lm_head_ctx(weight, bias)
-    except ImportError:  # pragma: no cover - the pinned TRL has it
-        ctx = nullcontext()
-    return weight, bias, ctx
+    head = model.get_output_embeddings()
+    return head.weight, head.bias, maybe_gather_lm_head_ctx(head.weight, head.bias)
 
 
 def _completion_hidden(hidden: torch.Tensor, K: int) -> torch.Tensor:

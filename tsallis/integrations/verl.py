@@ -91,20 +91,12 @@ Likelihood mode
 The paper's likelihood mode needs, per sequence, log w_b = log p(y* | x*, z_b), the
 teacher-forced log-probability of the gold answer after the sampled rationale under the current
 policy, and per-token coefficients (``coef_z`` on rationale tokens, ``coef_y`` on answer tokens).
-verl 0.9's per-token advantages and PPO loss can apply such coefficients, and
-:func:`likelihood_advantages` computes them from ``old_log_probs`` and an answer-span mask. What
-verl's hooks do not give, without changing verl: (1) ``compute_advantage`` passes a custom
-estimator only ``token_level_rewards``, ``response_mask``, ``config``, ``index`` and
-``reward_baselines``, never ``old_log_probs`` (it forwards them only to its built-in
-optimal-token-baseline estimators) nor any per-token or per-sample field, so the estimator cannot
-see log w; (2) no rollout hook rewrites a sampled response into rationale + marker + gold answer
-before the actor's log-prob pass (a custom agent loop, registered with
-``verl.experimental.agent_loop.register``, could, but it is a rollout component, not part of this
-package); a reward function cannot compute log w (it has no access to the policy). Likelihood
-mode in verl therefore needs a trainer subclass whose advantage step calls
-:func:`likelihood_advantages` with ``data.batch["old_log_probs"]`` and the answer mask, plus such
-an agent loop. The supported likelihood-mode path is TRL's:
-``tsallis.integrations.trl.TsallisGRPOTrainer`` with ``mode="likelihood"``.
+A named advantage estimator cannot do it (verl's ``compute_advantage`` never passes it
+``old_log_probs``, and no reward function sees the policy). :func:`likelihood_advantages` computes
+the per-token advantages from ``old_log_probs`` and an answer-span mask, and
+:mod:`tsallis.integrations.verl_likelihood` uses it through verl's other plug-in points: the agent
+loop ``tsallis_likelihood`` (appends the gold answer) and the trainer mode ``tsallis_sync``
+(its advantage step), registered by this module on ``import verl`` (docs/trainers/verl.md).
 """
 
 from __future__ import annotations
@@ -511,3 +503,26 @@ def register() -> dict[str, Callable]:
 
 
 register()
+
+
+def _register_likelihood_mode() -> None:
+    """Register likelihood mode's agent loop and trainer (:mod:`.verl_likelihood`). They need
+    verl's v1 trainer, whose dependencies (TransferQueue, ...) the ``verl`` extra installs;
+    without them verifier mode still registers and a warning names the missing module."""
+    try:
+        from . import verl_likelihood
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] in ("tsallis", "verl"):
+            raise
+        import warnings
+
+        warnings.warn(
+            f"tsallis: verl likelihood mode (tsallis_likelihood, tsallis_sync) not registered: "
+            f"{e} (pip install 'tsallis-continuum[verl]')",
+            stacklevel=2,
+        )
+        return
+    verl_likelihood.register()
+
+
+_register_likelihood_mode()
