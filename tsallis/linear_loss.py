@@ -21,18 +21,15 @@ import torch
 from torch import nn
 
 from ._validate import (
-    check_group_size,
     check_positive_int,
     check_q,
     check_reduction,
-    log_weights,
-    resolve_mode,
 )
 from .estimators import get_estimator
 from .logits_loss import (
     LogitsLossInfo,
-    _check_answers_present,
     _check_loss_scale,
+    _CoefficientRule,
     _layout,
     _mean_entropy,
 )
@@ -127,32 +124,13 @@ def tsallis_linear_loss(
         got = tuple(hidden.shape) if isinstance(hidden, torch.Tensor) else type(hidden).__name__
         raise ValueError(f"hidden must be a tensor of shape [B, T, H] or [N, H], got {got}")
     layout = _layout(hidden, rationale_mask, answer_mask, cu_seqlens, what="hidden states")
-    B = layout.num_sequences
-    M = check_group_size(B, group_size)
-    G = B // M
-    est = get_estimator(estimator)
-    mode = resolve_mode(estimator_options.pop("mode", None), rewards, B)
-    if mode == "likelihood":
-        if answer_mask is None:
-            raise ValueError(
-                "likelihood mode (no rewards) needs answer_mask: the gold answer's tokens "
-                "whose log-prob is the weight w = p(y* | x*, z)"
-            )
-        _check_answers_present(layout)
-    if rewards is not None:
-        rewards = rewards.to(hidden.device)
+    rule = _CoefficientRule(layout, q, group_size, estimator, rewards, answer_mask,
+                            hidden.device, estimator_options)  # fmt: skip
+    M, G = rule.M, rule.G
     weight, bias = gather_lm_head(weight, bias)
     head = {"temperature": temperature, "logit_scale": logit_scale,
             "final_logit_softcapping": final_logit_softcapping}  # fmt: skip
     with_entropy = track_entropy and return_info
-    holder: dict = {}
-
-    def coefficients(logp_y: torch.Tensor | None):
-        log_w = log_weights(mode, logp_y, rewards, M)
-        c = est(log_w, q, mode=mode, **estimator_options)
-        holder["log_w"], holder["coefs"] = log_w, c
-        return c.coef_z.reshape(B), c.coef_y.reshape(B)
-
     span = layout.span.to(hidden.device)
     if reduction == "none":
         from kernels.ops import _SegSumFn
@@ -163,7 +141,7 @@ def tsallis_linear_loss(
         tok, ent = tok if with_entropy else (tok, None)
         tok = tok.reshape(-1)
         logp_z, logp_y = _SegSumFn.apply(tok, span, layout.cu_seqlens.to(hidden.device), "torch")
-        coef_z, coef_y = coefficients(logp_y)
+        coef_z, coef_y = rule(logp_y)
         loss = sequence_loss(logp_z, logp_y, coef_z, coef_y, group_size=M, reduction="none")
         if scale != 1.0:
             loss = loss * scale
@@ -173,7 +151,7 @@ def tsallis_linear_loss(
     else:
         res = fused_linear_sequence_loss(
             hidden, weight, token_ids, layout,
-            coefficients(None) if mode == "verifier" else coefficients,
+            rule.for_kernel(),
             bias=bias, normalizer=(float(G) if reduction == "mean" else 1.0) / scale,
             return_entropy=with_entropy, impl=impl, chunk_size=chunk_size, **head,
         )  # fmt: skip
@@ -181,7 +159,7 @@ def tsallis_linear_loss(
     if not return_info:
         return loss
     return loss, LogitsLossInfo(
-        logp_z, logp_y, holder["log_w"], holder["coefs"], _mean_entropy(entropy, span)
+        logp_z, logp_y, rule.log_w, rule.coefficients, _mean_entropy(entropy, span)
     )
 
 

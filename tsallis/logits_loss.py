@@ -159,6 +159,44 @@ def _check_loss_scale(loss_scale) -> float:
     return s
 
 
+class _CoefficientRule:
+    """The estimator as the kernels' coefficient rule, shared by the logits and hidden-state
+    losses: validates the mode and the batch once, and keeps the last call's log-weights and
+    :class:`~tsallis.estimators.Coefficients` for the info record.
+
+    Likelihood mode needs an answer span in every sequence (an empty one would be w = 1);
+    verifier mode takes ``rewards [B]`` (moved to ``device``, where the coefficients live).
+    """
+
+    def __init__(self, layout, q, group_size, estimator, rewards, answer_mask, device, options):
+        self.B = layout.num_sequences
+        self.M = check_group_size(self.B, group_size)
+        self.G = self.B // self.M
+        self.est = get_estimator(estimator)  # a clear error on a typo before any work
+        self.q = q
+        self.mode = resolve_mode(options.pop("mode", None), rewards, self.B)
+        if self.mode == "likelihood":
+            if answer_mask is None:
+                raise ValueError(
+                    "likelihood mode (no rewards) needs answer_mask: the gold answer's tokens "
+                    "whose log-prob is the weight w = p(y* | x*, z)"
+                )
+            _check_answers_present(layout)
+        self.rewards = None if rewards is None else rewards.to(device)
+        self.options = options
+        self.log_w = self.coefficients = None
+
+    def __call__(self, logp_y: torch.Tensor | None):
+        self.log_w = log_weights(self.mode, logp_y, self.rewards, self.M)
+        self.coefficients = self.est(self.log_w, self.q, mode=self.mode, **self.options)
+        return self.coefficients.coef_z.reshape(self.B), self.coefficients.coef_y.reshape(self.B)
+
+    def for_kernel(self):
+        """What a fused kernel takes: the coefficients up front in verifier mode, or the rule
+        itself, which the kernel calls between scoring the answer rows and its single pass."""
+        return self(None) if self.mode == "verifier" else self
+
+
 def _mean_entropy(ent, span):
     if ent is None:
         return torch.tensor(float("nan"))
@@ -249,30 +287,9 @@ def tsallis_logits_loss(
 
     check_logits(logits)
     layout = _layout(logits, rationale_mask, answer_mask, cu_seqlens)
-    B = layout.num_sequences
-    M = check_group_size(B, group_size)
-    G = B // M
-    est = get_estimator(estimator)  # clear error on a typo before any work
-    mode = resolve_mode(estimator_options.pop("mode", None), rewards, B)
-    if mode == "likelihood":
-        if answer_mask is None:
-            raise ValueError(
-                "likelihood mode (no rewards) needs answer_mask: the gold answer's tokens "
-                "whose log-prob is the weight w = p(y* | x*, z)"
-            )
-        _check_answers_present(layout)
-    if rewards is not None:
-        rewards = rewards.to(logits.device)  # both paths then agree on where coefficients live
-
-    # One coefficient rule for both paths: the fused kernel calls it between scoring the answer
-    # rows and its single pass (likelihood mode) or gets its result up front (verifier mode).
-    holder: dict = {}
-
-    def coefficients(logp_y: torch.Tensor | None):
-        log_w = log_weights(mode, logp_y, rewards, M)
-        c = est(log_w, q, mode=mode, **estimator_options)
-        holder["log_w"], holder["coefs"] = log_w, c
-        return c.coef_z.reshape(B), c.coef_y.reshape(B)
+    rule = _CoefficientRule(layout, q, group_size, estimator, rewards, answer_mask,
+                            logits.device, estimator_options)  # fmt: skip
+    M, G = rule.M, rule.G
 
     if not fused or reduction == "none":
         from kernels import sequence_logprobs
@@ -281,7 +298,7 @@ def tsallis_logits_loss(
             logits, token_ids, layout, temperature=temperature,
             return_entropy=track_entropy and return_info, impl=impl,
         )  # fmt: skip
-        coef_z, coef_y = coefficients(out.logp_y)
+        coef_z, coef_y = rule(out.logp_y)
         loss = sequence_loss(
             out.logp_z, out.logp_y, coef_z, coef_y, group_size=M, reduction=reduction
         )
@@ -293,7 +310,7 @@ def tsallis_logits_loss(
         from kernels import fused_sequence_loss
 
         res = fused_sequence_loss(
-            logits, token_ids, layout, coefficients(None) if mode == "verifier" else coefficients,
+            logits, token_ids, layout, rule.for_kernel(),
             normalizer=(float(G) if reduction == "mean" else 1.0) / scale,
             temperature=temperature,
             return_entropy=track_entropy and return_info, inplace_grad=inplace_grad, impl=impl,
@@ -304,8 +321,8 @@ def tsallis_logits_loss(
     return loss, LogitsLossInfo(
         logp_z,
         logp_y,
-        holder["log_w"],
-        holder["coefs"],
+        rule.log_w,
+        rule.coefficients,
         _mean_entropy(entropy, layout.span.to(logits.device)),
     )
 
