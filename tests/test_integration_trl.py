@@ -38,10 +38,10 @@ def require_extra(module: str, extra: str):
 require_extra("trl", "trl")
 torch = require_extra("torch", "trl")
 from _tiny_lm import char_tokenizer, merged_tokenizer, tiny_lm  # noqa: E402
+from _trl_capture import CapturingTrainer, GradCapture  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
 
 from tsallis import ESTIMATORS, rewards_to_log_w  # noqa: E402
 from tsallis.integrations import trl as tsallis_trl  # noqa: E402
@@ -96,36 +96,13 @@ def _config(tmp_path, **overrides):
     return TsallisGRPOConfig(**base)
 
 
-class _Capturing(TsallisGRPOTrainer):
-    """Records what the reward step saw (prompts, sampled completion ids, examples)."""
-
-    def __init__(self, *a, **kw):
-        self.captured = []
-        super().__init__(*a, **kw)
-
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        ids = [list(map(int, c)) for c in completion_ids_list]
-        self.captured.append((list(prompts), ids, [dict(x) for x in inputs]))
-        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-
-
-class _GradCapture(TrainerCallback):
-    def __init__(self):
-        self.grads = []
-
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        self.grads.append(
-            {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
-        )
-
-
-def _train(tmp_path, *, seed=0, reward_funcs="default", cls=_Capturing, dataset=None,
+def _train(tmp_path, *, seed=0, reward_funcs="default", cls=CapturingTrainer, dataset=None,
            **overrides):  # fmt: skip
     model, tok = tiny_lm(seed)
     args = _config(tmp_path, **overrides)
     if reward_funcs == "default":
         reward_funcs = [low_share] if args.mode == "verifier" else None
-    grads = _GradCapture()
+    grads = GradCapture()
     init = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer = cls(
         model=model, reward_funcs=reward_funcs, args=args,
@@ -535,7 +512,7 @@ def test_likelihood_step_gradient_is_hand_computed(tmp_path, estimator, q, extra
     assert _params_changed(trainer, init)
 
 
-class _Scripted(_Capturing):
+class _Scripted(CapturingTrainer):
     """Replaces the sampled completions by scripted ones covering every end of a rationale:
     a sampled marker (followed by sampled answer text, dropped), a sampled EOS, the budget, a
     marker as the first token. The gradient check then covers each case deterministically."""

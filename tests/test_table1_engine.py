@@ -15,8 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
+from _trl_capture import CapturingTrainer, GradCapture  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
 
 from sims.table1_engine import (  # noqa: E402
     Batch,
@@ -27,7 +27,7 @@ from sims.table1_engine import (  # noqa: E402
 )
 from sims.table1_model import BaseSpec, encode_words, pretrain, sample  # noqa: E402
 from sims.table1_task import World, gold_answer, question_words  # noqa: E402
-from tsallis.integrations.trl import TsallisGRPOConfig, TsallisGRPOTrainer  # noqa: E402
+from tsallis.integrations.trl import TsallisGRPOConfig  # noqa: E402
 
 WORLD = World(n_entities=6, hops=1, n_heldout=1, prefix_len=1, n_fillers=2)
 M = 4
@@ -43,26 +43,6 @@ def base():
                                              steps=60, batch=64, lr=1e-2))  # fmt: skip
     yield model, tok
     torch.set_num_threads(n)
-
-
-class _Capture(TsallisGRPOTrainer):
-    def __init__(self, *a, **kw):
-        self.captured = []
-        super().__init__(*a, **kw)
-
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        ids = [list(map(int, c)) for c in completion_ids_list]
-        self.captured.append((list(prompts), ids, [dict(x) for x in inputs]))
-        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-
-
-class _Grads(TrainerCallback):
-    def __init__(self):
-        self.grads = []
-
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        self.grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters()
-                           if p.grad is not None})  # fmt: skip
 
 
 def _dataset():
@@ -84,8 +64,8 @@ def _trainer_step(tmp_path, model, tok, mode, estimator, q):
         max_grad_norm=0.0, seed=3, q=q, estimator=estimator, mode=mode, answer_marker="=",
         logprob_impl="torch", shuffle_dataset=False, temperature=1.0,
     )  # fmt: skip
-    grads = _Grads()
-    tr = _Capture(model=model, reward_funcs=[answer_match_reward("=")], args=args,
+    grads = GradCapture()
+    tr = CapturingTrainer(model=model, reward_funcs=[answer_match_reward("=")], args=args,
                   train_dataset=_dataset(), processing_class=tok, callbacks=[grads])  # fmt: skip
     tr.train()
     return tr.captured[0], grads.grads[0]
