@@ -75,6 +75,6 @@ def counter_uniform(keys: torch.Tensor, step: int, n: int) -> torch.Tensor:
 
 
 def row_key(*parts: object) -> int:
-    """A signed 64-bit key from any printable parts (e.g. the setting hash and the seed)."""
+    """A signed 64-bit key from any printable parts (e.g. experiment, setting id, seed)."""
     digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "little", signed=True)

@@ -223,7 +223,8 @@ def _train_sampled(
     Args:
         model: ``Sigmoid``, ``KArmBandit``, ``LatentCategorical`` or ``TabularChain``.
         theta0: ``[R, D]`` starting parameters.
-        keys: ``[R]`` int64 row keys (:func:`sims.rng.row_key` of the setting hash and seed).
+        keys: ``[R]`` int64 row keys (:func:`sims.rng.row_key` of the experiment,
+            setting id and seed).
         q: Tsallis index in [0, 1], a float or one value per row ``[R]`` (baselines ignore it).
         M: samples per step (group size).
         lr: float or ``[R]``: the learning rate actually applied (callers that compare q at a

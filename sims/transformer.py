@@ -46,7 +46,7 @@ lower-variance estimate (every prompt, many rationales) used for p0.
 of (settings, seed) and does not depend on which other runs share its batch.  The one exception
 is PAFT's resampling, drawn by :func:`tsallis.estimators.paft` from one ``torch.Generator``
 seeded by ``paft_seed``: a pure function of the whole batch, so experiments run each PAFT setting
-as a batch of its own, seeded by that setting's hash (``sims.experiments.lm_cold_start``).
+as a batch of its own, seeded by that setting's id and seeds (``sims.experiments.lm_cold_start``).
 """
 
 from __future__ import annotations

@@ -27,3 +27,29 @@ def test_counter_uniform_prefix_and_batch_independence():
     wide = counter_uniform(keys, 7, 8)
     assert torch.equal(counter_uniform(keys, 7, 3), wide[:, :3])  # index j's draw ignores n
     assert torch.equal(counter_uniform(keys[1:2], 7, 8), wide[1:2])  # and the other rows
+
+
+def test_seed_keys_follow_experiment_setting_id_and_seed_not_the_cache():
+    """A run's randomness is keyed by (experiment, setting id, seed): a cache-version bump or a
+    new setting field does not redraw it, seed i is the same whatever n_seeds is, and every
+    experiment that draws keys gives its settings distinct ids (so no two share a stream)."""
+    from sims.experiments import EXPERIMENTS, get_experiment
+    from sims.experiments._common import generator_seed, seed_keys
+    from sims.rng import row_key
+
+    s = {"id": "exp/a/q=0.5", "seed": 3, "n_seeds": 4, "lr": 0.1}
+    keys = seed_keys("exp", s)
+    assert keys.tolist() == [row_key("exp", "exp/a/q=0.5", 3 + i) for i in range(4)]
+    assert seed_keys("exp", {**s, "lr": 0.2, "budget": 9}).tolist() == keys.tolist()
+    assert seed_keys("exp", {**s, "n_seeds": 7}).tolist()[:4] == keys.tolist()
+    assert seed_keys("exp", {**s, "seed": 4}).tolist()[:3] == keys.tolist()[1:]
+    assert seed_keys("other", s).tolist() != keys.tolist()
+    assert seed_keys("exp", {**s, "id": "exp/b"}).tolist() != keys.tolist()
+    assert generator_seed("exp", [s]) == generator_seed("exp", [{**s, "lr": 0.3}])
+    assert generator_seed("exp", [s]) != generator_seed("exp", [{**s, "seed": 4}])
+    get_experiment("escape_time")  # fills the registry
+    for name in EXPERIMENTS:
+        exp = get_experiment(name)
+        for quick in (True, False):
+            ids = [st["id"] for st in exp.settings(quick)]
+            assert len(ids) == len(set(ids)), (name, quick)

@@ -7,7 +7,6 @@ import numpy as np
 from ..dynamics import flow_escape, gd_escape
 from ..models import make_model
 from ..rng import row_key
-from ..runner import setting_hash
 from ..sampled import train_sampled
 
 Q_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -79,12 +78,19 @@ def run_gd(settings: list[dict]) -> list[dict]:
     return out
 
 
-def seed_keys(experiment: str, version: int, setting: dict) -> np.ndarray:
-    """One int64 key per seed: a function of the setting (its hash) and the seed only."""
-    h = setting_hash(experiment, version, setting)
-    return np.array(
-        [row_key(h, setting["seed"] + i) for i in range(setting["n_seeds"])], dtype=np.int64
-    )
+def seed_keys(experiment: str, setting: dict) -> np.ndarray:
+    """One int64 key per seed, keyed by (experiment, setting id, seed): never by the cache hash,
+    so a cache-version bump or a new field does not reshuffle the randomness, and seed i draws
+    the same numbers whatever ``n_seeds`` is (more seeds extend a sweep, they do not redraw it)."""
+    sid, s0 = setting["id"], setting["seed"]
+    return np.array([row_key(experiment, sid, s0 + i) for i in range(setting["n_seeds"])], np.int64)
+
+
+def generator_seed(experiment: str, settings: list[dict]) -> int:
+    """The seed of the one torch.Generator a randomized estimator (PAFT) draws from in a batch of
+    settings: a function of the batch's (setting id, seed, n_seeds) only, like :func:`seed_keys`."""
+    parts = [(s["id"], s["seed"], s["n_seeds"]) for s in settings]
+    return row_key(experiment, "generator", *parts)
 
 
 SAMPLED_BATCH_FIELDS = (
@@ -104,9 +110,7 @@ def sampled_batch_key(setting: dict) -> tuple:
     return tuple(str(setting.get(k)) for k in SAMPLED_BATCH_FIELDS)
 
 
-def run_sampled(
-    experiment: str, version: int, settings: list[dict], record_steps=None
-) -> list[dict]:
+def run_sampled(experiment: str, settings: list[dict], record_steps=None) -> list[dict]:
     """Run every seed of every setting in one :func:`sims.sampled.train_sampled` call.
 
     Per-row q, learning rate and (if the settings carry ``adam_eps``/``adam_betas``) Adam's ε;
@@ -120,7 +124,7 @@ def run_sampled(
         th0 = init_of(model, s)
         n = s["n_seeds"]
         thetas.append(np.tile(th0, (n, 1)))
-        keys.append(seed_keys(experiment, version, s))
+        keys.append(seed_keys(experiment, s))
         qs += [s["q"]] * n
         lrs += [s["lr"]] * n
         epss += [s.get("adam_eps")] * n
@@ -148,7 +152,7 @@ def run_sampled(
         delta=s0.get("delta", 0.5),
         record_steps=record_steps,
         freeze_escaped=s0.get("freeze", True),
-        generator_seed=row_key(*[setting_hash(experiment, version, s) for s in settings]),
+        generator_seed=generator_seed(experiment, settings),
     )
     owner = np.array(owner)
     over = run.steps > budgets

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 NAME = "adam_threshold"
-VERSION = 1
+VERSION = 2  # 2: seeds keyed by (experiment, setting id, seed), not by the cache hash
 LR = 0.01
 BETAS = (0.9, 0.999)
 LATENT_K = 4
@@ -322,7 +322,7 @@ def _run_sampled(batch: list[dict]) -> list[dict]:
     q, lr and ε), keeping escape steps, censoring, p0 and the score scale s of each setting."""
     model = model_of(batch[0])
     out = []
-    for s, res in zip(batch, run_sampled(NAME, VERSION, batch), strict=True):
+    for s, res in zip(batch, run_sampled(NAME, batch), strict=True):
         th0 = model.init(s["p0"])
         out.append(
             {

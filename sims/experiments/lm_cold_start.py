@@ -28,16 +28,14 @@ import numpy as np
 from tsallis.estimators import RANDOMIZED
 
 from ..analysis import escape_summary, fit_slope, group_rows
-from ..rng import row_key
-from ..runner import setting_hash
 from ..transformer import ModelSpec, Task, train
 from . import Experiment
-from ._common import Q_GRID, fmt_p, seed_keys
+from ._common import Q_GRID, fmt_p, generator_seed, seed_keys
 
 NAME = "lm_cold_start"
-VERSION = 2  # 2: a randomized estimator's setting runs in a batch of its own
-#: the runs' random keys stay those of version 1: only PAFT's batching changed in version 2
-SEED_VERSION = 1
+# 2: a randomized estimator's setting runs in a batch of its own;
+# 3: seeds keyed by (experiment, setting id, seed), not by the cache hash
+VERSION = 3
 DELTA = 0.05
 TASK = {"n": 3, "L": 2, "R": 2}
 SPEC = {"d": 16, "heads": 1, "layers": 1, "mlp": 2}
@@ -137,7 +135,7 @@ def run_batch(batch: list[dict]) -> list[dict]:
     keys, p0, q, lr, eps, switch, owner = [], [], [], [], [], [], []
     for j, s in enumerate(batch):
         n = s["n_seeds"]
-        keys.append(seed_keys(NAME, SEED_VERSION, s))
+        keys.append(seed_keys(NAME, s))
         p0 += [s["p0"]] * n
         q += [0.0 if s["q"] is None else s["q"]] * n
         lr += [s["lr"]] * n
@@ -161,7 +159,7 @@ def run_batch(batch: list[dict]) -> list[dict]:
         switch=np.array(switch, dtype=np.float64),
         delta=s0["delta"],
         freeze_escaped=s0["freeze"],
-        paft_seed=row_key(*[setting_hash(NAME, SEED_VERSION, s) for s in batch]),
+        paft_seed=generator_seed(NAME, batch),
     )
     owner = np.array(owner)
     out = []

@@ -30,7 +30,7 @@ from . import Experiment
 from ._common import Q_GRID, fmt_p, p0_grid, run_sampled, sampled_batch_key
 
 NAME = "sampled_escape"
-VERSION = 1
+VERSION = 2  # 2: seeds keyed by (experiment, setting id, seed), not by the cache hash
 LATENT_K = 4
 
 
@@ -135,7 +135,7 @@ def batch_key(s: dict) -> tuple:
 
 
 def run_batch(batch: list[dict]) -> list[dict]:
-    return run_sampled(NAME, VERSION, batch)
+    return run_sampled(NAME, batch)
 
 
 def _theory(part: str, s: dict, p0: float) -> float:

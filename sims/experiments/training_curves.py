@@ -21,7 +21,7 @@ from . import Experiment
 from ._common import Q_GRID, model_of, run_sampled, sampled_batch_key
 
 NAME = "training_curves"
-VERSION = 1
+VERSION = 2  # 2: seeds keyed by (experiment, setting id, seed), not by the cache hash
 P0 = 1e-3
 FLOW_TIMES = np.logspace(-2, 7, 181)
 
@@ -106,7 +106,7 @@ def run_batch(batch: list[dict]) -> list[dict]:
             out.append({"t": FLOW_TIMES.copy(), "P": P})
         return out
     rec = _record_steps(batch[0]["budget"])
-    res = run_sampled(NAME, VERSION, batch, record_steps=rec)
+    res = run_sampled(NAME, batch, record_steps=rec)
     return [
         {
             "t": r["record_steps"].astype(np.float64),
