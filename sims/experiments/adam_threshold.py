@@ -191,7 +191,7 @@ def two_phase_q_star(p0: float, eps: float, s: float, lr: float, budget: int) ->
     >>> two_phase_q_star(1e-30, 1e-8, 1.0, 0.01, 2000) is None
     True
     >>> round(two_phase_q_star(1e-12, 1e-8, 1.0, 0.01, 20000), 3)
-    0.16
+    0.153
     """
     if not (isinstance(budget, (int, np.integer)) and budget >= 1):
         raise ValueError(f"budget must be a positive int, got {budget!r}")
@@ -507,6 +507,10 @@ def _q_star_record(recs: list[dict], budget: int) -> dict:
     in_p, gap_p = _cell_check(pred, qs_, qb)
     in_b, gap_b = _cell_check(pred_b, qs_, qb)
     in_2, gap_2 = _cell_check(pred_2, qs_, qb)
+    # does each rule call every grid q right (escape iff its steps fit the budget)?  This also
+    # catches an escape window (q = 1 stalling while smaller q escape), which q* alone cannot show
+    one_ok = all((pred_b <= r["q"] + 1e-9) == e for r, e in zip(recs, escaped, strict=True))
+    two_ok = all((r["two_phase_steps"] <= budget) == e for r, e in zip(recs, escaped, strict=True))
     return {
         "experiment": NAME,
         "record": "q_star",
@@ -532,6 +536,8 @@ def _q_star_record(recs: list[dict], budget: int) -> dict:
         "budget_in_cell": in_b,
         "two_phase_in_cell": in_2,
         "two_phase_gap": gap_2,
+        "one_phase_every_q": one_ok,
+        "two_phase_every_q": two_ok,
         "fastest_q": fastest,
     }
 
