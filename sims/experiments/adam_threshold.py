@@ -9,19 +9,30 @@ studies gradient flow only): q escapes iff g0 ≳ ε, a threshold at
 
     q* = 1 - log(ε/s)/log p0                         (:func:`predicted_q_star`).
 
-A refinement derived here (:func:`budget_q_star`): below the threshold Adam is SGD with step
-lr/ε, which still escapes, after about ε/(lr·(1-q)·g0) steps (the blow-up time of
-θ' = (lr/ε)·s·e^((1-q)θ)); a run with a budget of B steps therefore escapes iff
-g0 ≳ ε/(lr·B·(1-q)), which moves the threshold below q* by about log(lr·B)/log(1/p0).
+A refinement derived here (:func:`budget_q_star`, the one-phase rule): below the threshold Adam
+is SGD with step lr/ε, which still escapes, after about ε/(lr·(1-q)·g0) steps (the blow-up time
+of θ' = (lr/ε)·s·e^((1-q)θ)); a run with a budget of B steps escapes iff g0 ≳ ε/(lr·B·(1-q)).
+That ignores the phase after g reaches ε, where Adam moves ≈ lr per step and needs about
+log(1/p0)/lr steps, so it holds only when log(1/p0)/lr ≪ B.  :func:`two_phase_steps` adds
+that phase (T = T_eps + T_lr, exact for Adam without moment lag) and :func:`two_phase_q_star`
+is its threshold, None when even q = 1 cannot escape within B.
 
-Two parts, both with Adam (lr = 0.01, β = (0.9, 0.999)), escape = first step with P ≥ 1/2:
+Three parts, all with Adam at lr = 0.01 (except the quick preset's sampled part), escape = the
+first step with P ≥ 1/2:
 
-* ``exact`` — the sigmoid model P = σ(θ) (Eq. 15) trained by Adam on the exact gradient of
-  ℓ_q(σ(θ)) (:func:`adam_exact_escape`, deterministic, one run per setting); s = 1 - p0.
+* ``exact`` — the sigmoid model P = σ(θ) (Eq. 15) trained by Adam, β = (0.9, 0.999), on the
+  exact gradient of ℓ_q(σ(θ)) (:func:`adam_exact_escape`, deterministic, one run per
+  setting); s = 1 - p0.
+* ``exact_short_memory`` — the same with β = (0.9, 0.95) (:data:`SHORT_BETAS`): a v̂ memory
+  of ~20 steps tracks a growing gradient, the lag-free limit of :func:`two_phase_steps`.
 * ``sampled`` — the categorical latent model (K = 4 rationales, every w(z) = p0, answer logits
-  trainable) trained by :func:`sims.sampled.train_sampled` with GARL-RLOO (Eq. 12) in
-  likelihood mode, M = 8, no 1/M^q normalisation; s = (1 - p0)/K (the answer logits; the prior
-  logits have zero gradient at the symmetric start).
+  trainable) trained by :func:`sims.sampled.train_sampled`, β = (0.9, 0.999), with GARL-RLOO
+  (Eq. 12) in likelihood mode, M = 8, no 1/M^q normalisation; s = (1 - p0)/K (the answer
+  logits; the prior logits have zero gradient at the symmetric start).
+
+The two deterministic parts are also read at the smaller budget :data:`SHORT_BUDGET` (their q*
+records with ``truncated_from`` set): a deterministic run escapes within a smaller budget iff
+its escape step is at most that budget, so no rerun is needed.
 
 Measured q* (:func:`measured_q_star`): the smallest grid q whose median escape step over seeds is
 uncensored (more than half the runs reached P ≥ 1/2 within the budget); the threshold then lies
@@ -105,7 +116,9 @@ def budget_q_star(p0: float, eps: float, s: float, lr: float, budget: int) -> fl
 
     the left side being the steps Adam needs in its ε-dominated phase, where it is SGD with step
     lr/ε on θ' ∝ s·e^((1-q)θ) (blow-up time 1/((1-q)·(lr/ε)·g0)).  The phase after g reaches ε
-    (≈ ±lr steps) is not counted, so this is a lower bound on the measured threshold.
+    (≈ ±lr steps, log(1/p0)/lr of them without moment lag) is not counted, so this is a lower
+    bound on the threshold of a lag-free Adam and valid only when log(1/p0)/lr ≪ B;
+    :func:`two_phase_q_star` counts that phase.
     Solved by bisection: the left side decreases in q for (1-q)·log(1/p0) > 1.  Returns 0.0
     when q = 0 already fits the budget and 1.0 when only q = 1 does.
 
@@ -590,7 +603,8 @@ def analyze(table: list[dict]) -> list[dict]:
 EXPERIMENT = Experiment(
     name=NAME,
     description="Adam's ε against the q axis: measured escape threshold q* vs the prediction "
-    "1 - log(ε/s)/log p0, sigmoid (exact gradient) and latent model (GARL-RLOO, M = 8)",
+    "1 - log(ε/s)/log p0 and the budget rules, sigmoid (exact gradient, β2 = 0.999 and 0.95) "
+    "and latent model (GARL-RLOO, M = 8)",
     version=VERSION,
     settings=settings,
     batch_key=batch_key,
