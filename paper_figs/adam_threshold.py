@@ -2,9 +2,11 @@
 
 (a) measured q* (the smallest grid q that escapes within the budget; the bar spans the grid cell
 (q_below, q*]) against log10(1/p0), per ε, for the sigmoid with the exact gradient and the latent
-model with sampled rationales; dashed: the hypothesis q* = 1 - log(ε/s)/log p0; dotted: its
-budget-aware refinement.  (b) escape steps against q, sigmoid, ε = 1e-8, one curve per p0.
-(c) the same for the sampled latent model at the preset's smallest p0, one curve per ε.
+model with sampled rationales; dashed: the hypothesis q* = 1 - log(ε/s)/log p0; dotted: the
+two-phase budget-aware threshold (two_phase_q_star).  (b) escape steps against q, sigmoid,
+ε = 1e-8, one curve per p0.  (c) the same for the sampled latent model at the preset's smallest
+p0, one curve per ε.  (d) sigmoid, ε = 1e-8: measured escape steps over the lag-free two-phase
+time T_eps + T_lr (two_phase_steps), β2 = 0.999 (filled) against β2 = 0.95 (open), per p0.
 Censored medians are drawn at the budget with open triangles (≥ budget).
 """
 
@@ -16,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
-from sims.experiments.adam_threshold import budget_q_star, predicted_q_star
+from sims.experiments.adam_threshold import predicted_q_star, two_phase_q_star
 
 from ._common import out_dir, records, save
 
@@ -52,8 +54,10 @@ def _steps_vs_q(ax, recs, key, colors, label_fn, budget_label):
 def make(quick: bool = False, results_dir=None, fig_root=None):
     recs = records(NAME, quick, results_dir)
     esc = [r for r in recs if r["record"] == "escape"]
-    qst = [r for r in recs if r["record"] == "q_star"]
-    fig, (ax_q, ax_ex, ax_sa) = plt.subplots(1, 3, figsize=(15.5, 4.6))
+    # q* at the runs' own budgets (the budget-2000 re-readings are in the CSV only)
+    qst_all = [r for r in recs if r["record"] == "q_star"]
+    qst = [r for r in qst_all if r["truncated_from"] is None]
+    fig, (ax_q, ax_ex, ax_sa, ax_lag) = plt.subplots(1, 4, figsize=(20.5, 4.6))
 
     # (a) measured q* vs p0, per eps, both models; the predictions as curves
     x_all = [math.log10(1 / r["p0"]) for r in qst]
@@ -66,7 +70,8 @@ def make(quick: bool = False, results_dir=None, fig_root=None):
         ax_q.plot(xs, [predicted_q_star(p, eps, 1 - p) for p in p0s], "--", color=c, lw=1.2)
         lr, b, _ = lr_b.get("exact", (None, None, None))
         if lr is not None:
-            ax_q.plot(xs, [budget_q_star(p, eps, 1 - p, lr, b) for p in p0s], ":", color=c, lw=1)
+            two = [two_phase_q_star(p, eps, 1 - p, lr, b) for p in p0s]
+            ax_q.plot(xs, [np.nan if t is None else t for t in two], ":", color=c, lw=1)
         for part, mk, off in (("exact", "o", -0.12), ("sampled", "s", 0.12)):
             rs = [r for r in qst if r["part"] == part and r["adam_eps"] == eps]
             rs.sort(key=lambda r: r["p0"])
@@ -93,7 +98,7 @@ def make(quick: bool = False, results_dir=None, fig_root=None):
                label=f"latent K=4, GARL-RLOO, M=8 (lr {sa_lr:g}, budget {sa_b})"),
         Line2D([], [], ls="--", color="k", label="hypothesis 1 - log(ε/s)/log p0, s = 1-p0"),
         Line2D([], [], ls="none", marker="x", color="k", label="hypothesis, latent s = (1-p0)/4"),
-        Line2D([], [], ls=":", color="k", label="budget-aware (sigmoid lr, budget)"),
+        Line2D([], [], ls=":", color="k", label="two-phase budget-aware (sigmoid lr, budget)"),
     ]  # fmt: skip
     ax_q.legend(handles=handles, fontsize=6.5, loc="lower right")
     ax_q.set_title("Adam threshold: bar = grid cell (q_below, q*]", fontsize=9)
@@ -121,5 +126,26 @@ def make(quick: bool = False, results_dir=None, fig_root=None):
             f"median of {sa[0]['n_runs']}",
             fontsize=9,
         )
-    rows = [{k: v for k, v in r.items() if k != "stalled_above"} for r in qst + esc]
+    # (d) the v̂ lag: measured over lag-free steps, sigmoid, eps = 1e-8, beta2 0.999 vs 0.95
+    lag = [r for r in esc if r["adam_eps"] == 1e-8 and r["steps_ratio"] is not None
+           and r["part"] in ("exact", "exact_short_memory")]  # fmt: skip
+    p_short = sorted({r["p0"] for r in lag if r["part"] == "exact_short_memory"}, reverse=True)
+    for i, p0 in enumerate(p_short):
+        c = P0_COLORS[i % len(P0_COLORS)]
+        for part, mfc in (("exact", c), ("exact_short_memory", "none")):
+            rs = sorted((r for r in lag if r["part"] == part and r["p0"] == p0),
+                        key=lambda r: r["q"])  # fmt: skip
+            ax_lag.plot([r["q"] for r in rs], [r["steps_ratio"] for r in rs], "-o", color=c,
+                        mfc=mfc, ms=4, lw=0.9)  # fmt: skip
+    ax_lag.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax_lag.set(xlabel="q", ylabel="escape steps / (T_eps + T_lr)", ylim=(0, 1.2))
+    handles = [Line2D([], [], color=P0_COLORS[i % len(P0_COLORS)], lw=2, label=f"p0 = {p:.0e}")
+               for i, p in enumerate(p_short)]  # fmt: skip
+    handles += [
+        Line2D([], [], ls="-", marker="o", color="k", label="β2 = 0.999"),
+        Line2D([], [], ls="-", marker="o", mfc="none", color="k", label="β2 = 0.95"),
+    ]
+    ax_lag.legend(handles=handles, fontsize=6.5, loc="lower right")
+    ax_lag.set_title("sigmoid, ε = 1e-8: v̂ lag (escaping q only)", fontsize=9)
+    rows = [{k: v for k, v in r.items() if k != "stalled_above"} for r in qst_all + esc]
     return save(fig, NAME, out_dir(NAME, quick, fig_root), rows)

@@ -185,8 +185,9 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def threshold_lines(recs: list[dict]) -> list[str]:
-    """adam_threshold's q* records: per (model, ε, p0) the measured cell (q_below, q*], the
-    predicted q* (✗ when off the cell), the budget-aware q* and the fastest q."""
+    """adam_threshold's q* records: per (part, model, budget, ε, p0) the measured cell
+    (q_below, q*], the predicted q* (✗ when off the cell), the one- and two-phase budget-aware
+    q* (-: no q can escape) and the fastest q."""
     n_escape = sum(1 for r in recs if r.get("record") == "escape")
     recs = [r for r in recs if r.get("record") == "q_star"]
     if not recs:
@@ -201,20 +202,30 @@ def threshold_lines(recs: list[dict]) -> list[str]:
         )
         if r.get("q_star_measured") is None:
             cell = "none escapes"
+        if r.get("stalled_above"):
+            cell += " stalls " + ",".join(q(v) for v in r["stalled_above"])
         off = "" if r.get("prediction_in_cell") or (r.get("prediction_gap") or 0) <= 0.01 else " ✗"
+        two = r.get("q_star_two_phase")
         rows.append(
             [
+                str(r.get("part", "-")),
                 str(r.get("model")),
+                str(r.get("budget", "-")),
                 f"{r.get('adam_eps'):g}",
                 f"{r.get('p0'):g}",
                 cell,
                 f"{r['q_star_predicted']:.2f}{off}",
                 f"{r['q_star_budget']:.2f}" + ("" if r.get("budget_in_cell") else " ✗"),
+                ("-" if two is None else f"{two:.2f}")
+                + ("" if r.get("two_phase_in_cell", True) else " ✗"),
                 q(r.get("fastest_q")),
             ]
         )
-    head = ["model", "eps", "p0", "measured q*", "predicted", "budget-aware", "fastest q"]
-    lines = ["   threshold q* per (model, ε, p0); ✗: the prediction lies off the measured cell"]
+    head = ["part", "model", "budget", "eps", "p0", "measured q*", "predicted", "one-phase",
+            "two-phase", "fastest q"]  # fmt: skip
+    lines = ["   threshold q* per (part, budget, ε, p0); ✗: the prediction lies off the measured"
+             " cell; two-phase -: no q can escape within the budget; stalls: grid q above the"
+             " measured q* that do not escape"]  # fmt: skip
     lines += _table(head, rows)
     if n_escape:
         lines.append(f"   (--json also prints the {n_escape} escape records)")

@@ -163,6 +163,55 @@ def test_budget_q_star_solves_its_equation(log_p0, log_eps, budget):
         assert q <= max(A.predicted_q_star(p0, eps, s), 0.0) + 1e-9
 
 
+@settings(max_examples=40, deadline=None)
+@given(log_p0=st.floats(-70.0, -2.0), log_eps=st.floats(-25.0, -4.0), s=st.floats(0.05, 1.0),
+       lr=st.floats(1e-3, 0.1))  # fmt: skip
+def test_two_phase_steps_matches_its_closed_forms_at_q_0_and_1(log_p0, log_eps, s, lr):
+    """T = T_eps + T_lr; at q = 0 and q = 1 the integral ∫ dP/(P^(2-q)(1-P)²) has closed forms,
+    which the quadrature must reproduce; in between T_eps is the one-phase ε/(lr(1-q)s·p0^(1-q))
+    up to the end of the path."""
+    p0, eps = math.exp(log_p0), math.exp(log_eps)
+    c = s / (1 - p0)
+    F0 = lambda P: -1 / P + 2 * math.log(P) - 2 * math.log1p(-P) + 1 / (1 - P)  # noqa: E731
+    F1 = lambda P: math.log(P) - math.log1p(-P) + 1 / (1 - P)  # noqa: E731
+    for q, F in ((0.0, F0), (1.0, F1)):
+        r = A.two_phase_steps(p0, q, eps, s, lr)
+        assert r["T_lr"] == pytest.approx((math.log1p(-p0) - math.log(p0)) / lr, rel=1e-12)
+        assert r["total"] == pytest.approx(r["T_eps"] + r["T_lr"], rel=1e-12)
+        assert r["T_eps"] == pytest.approx(eps / (lr * c) * (F(0.5) - F(p0)), rel=1e-6)
+    if p0 < 1e-6:
+        for q in (0.25, 0.5, 0.75):
+            one = eps / (lr * (1 - q) * s * p0 ** (1 - q))
+            assert A.two_phase_steps(p0, q, eps, s, lr)["T_eps"] == pytest.approx(one, rel=0.05)
+
+
+@settings(max_examples=40, deadline=None)
+@given(log_p0=st.floats(-70.0, -3.0), log_eps=st.floats(-25.0, -4.0),
+       budget=st.integers(10, 10**6))  # fmt: skip
+def test_two_phase_q_star_solves_its_equation(log_p0, log_eps, budget):
+    p0, eps, s, lr = math.exp(log_p0), math.exp(log_eps), 1.0, 0.01
+    q = A.two_phase_q_star(p0, eps, s, lr, budget)
+    total = lambda q_: A.two_phase_steps(p0, q_, eps, s, lr)["total"]  # noqa: E731
+    if q is None:  # even q = 1 needs more than the budget
+        assert total(1.0) > budget
+        return
+    assert 0.0 <= q <= 1.0 and total(q) <= budget * (1 + 1e-9)
+    if q > 0.0:
+        assert total(q) == pytest.approx(budget, rel=1e-6)
+    # the second phase only raises the threshold over the one-phase rule
+    assert q >= A.budget_q_star(p0, eps, s, lr, budget) - 1e-9
+
+
+def test_two_phase_validates():
+    for bad in ((0.0, 0.5, 1e-8, 1.0, 0.01), (1e-6, 1.5, 1e-8, 1.0, 0.01),
+                (1e-6, 0.5, 0.0, 1.0, 0.01), (1e-6, 0.5, 1e-8, 1.0, -1.0)):  # fmt: skip
+        with pytest.raises(ValueError):
+            A.two_phase_steps(*bad)
+    with pytest.raises(ValueError, match="budget"):
+        A.two_phase_q_star(1e-6, 1e-8, 1.0, 0.01, 0)
+    assert A.two_phase_steps(0.7, 0.5, 1e-8, 1.0, 0.01)["total"] == 0.0
+
+
 def test_score_scale_from_the_model():
     assert A.score_scale(Sigmoid(), Sigmoid().init(1e-6)) == pytest.approx(1 - 1e-6)
     lat = LatentCategorical(K=4)
@@ -240,16 +289,19 @@ def test_records_carry_the_fields(quick_records):
     assert esc and qs
     for r in esc:
         assert need <= set(r) and r["optimizer"] == "adam"
-        assert (r["M"] is None) == (r["part"] == "exact")
+        assert (r["M"] is None) == (r["mode"] == "exact_gradient")
     for r in qs:
         assert {"q_star_measured", "q_star_predicted", "model", "adam_eps", "p0"} <= set(r)
 
 
-def _by(records, part):
+def _by(records, part, budget=None):
+    """Escape and q* records of one part keyed by (ε, p0[, q]); q* at the runs' own budget, or
+    at ``budget`` (the truncated re-reading of the deterministic parts)."""
     esc = {(r["adam_eps"], r["p0"], r["q"]): r for r in records
            if r["record"] == "escape" and r["part"] == part}  # fmt: skip
+    own = lambda r: r["truncated_from"] is None if budget is None else r["budget"] == budget  # noqa: E731
     qs = {(r["adam_eps"], r["p0"]): r for r in records
-          if r["record"] == "q_star" and r["part"] == part}  # fmt: skip
+          if r["record"] == "q_star" and r["part"] == part and own(r)}  # fmt: skip
     return esc, qs
 
 
@@ -330,3 +382,47 @@ def test_fastest_q_moves_up_with_smaller_p0_and_larger_eps(quick_records):
             # ... and q = 1 is over 1.8x slower (the paper's Table 1 pattern)
             t1 = esc[(eps, p_min, 1.0)]["median_steps"]
             assert t1 > 1.8 * esc[(eps, p_min, r["fastest_q"])]["median_steps"]
+
+
+def test_short_v_memory_takes_the_two_phase_time_long_memory_is_faster(quick_records):
+    """β2 = 0.95 (v̂ memory ~20 steps): every escaping q takes the lag-free two-phase time,
+    ≈ log(1/p0)/lr above the threshold.  β2 = 0.999 on the same (ε, p0): the fastest q is under
+    0.6 of it (a v̂ lagging a growing gradient makes steps > lr), while q = 1, whose gradient
+    (1 - P) does not grow, still takes it."""
+    esc_s, qs_s = _by(quick_records, "exact_short_memory")
+    esc_l, qs_l = _by(quick_records, "exact")
+    assert len(qs_s) == 6
+    for (eps, p0), r in qs_s.items():
+        assert r["adam_betas"] == [0.9, 0.95]
+        for q in A.Q_FINE:
+            x = esc_s[(eps, p0, q)]
+            if not x["median_censored"]:
+                assert 0.9 < x["steps_ratio"] < 1.1, (eps, p0, q, x["steps_ratio"])
+                if q > r["q_star_measured"]:
+                    assert 0.9 < x["median_steps"] * x["lr"] / math.log(1 / p0) < 1.1
+        fast = esc_l[(eps, p0, qs_l[(eps, p0)]["fastest_q"])]
+        assert fast["steps_ratio"] < 0.6, (eps, p0, fast)
+        assert 0.95 < esc_l[(eps, p0, 1.0)]["steps_ratio"] < 1.1
+        # the threshold itself does not depend on the v̂ memory here
+        assert r["q_star_measured"] == qs_l[(eps, p0)]["q_star_measured"]
+
+
+def test_second_phase_decides_at_a_small_budget(quick_records):
+    """lr·budget = 20 (budget 2000): log(1/p0)/lr > 2000 for p0 ≤ 1e-9, so q = 1 cannot escape
+    and the one-phase rule, which says every q ≥ its q* escapes, is wrong on some grid q in every
+    such cell; the two-phase rule calls every grid q right without moment lag (β2 = 0.95)."""
+    for part in ("exact", "exact_short_memory"):
+        esc, qs = _by(quick_records, part, budget=A.SHORT_BUDGET)
+        assert qs
+        for (eps, p0), r in qs.items():
+            assert r["truncated_from"] == 20000
+            if p0 <= 1e-9:
+                one = esc[(eps, p0, 1.0)]
+                assert one["median_steps"] > A.SHORT_BUDGET  # q = 1 stalls at this budget
+                assert not r["one_phase_every_q"], (part, eps, p0)
+                assert r["q_star_two_phase"] is None
+            if part == "exact_short_memory":
+                assert r["two_phase_every_q"], (eps, p0, r)
+    for part in ("exact", "exact_short_memory", "sampled"):  # at the runs' own budget
+        _, qs = _by(quick_records, part)
+        assert all(r["two_phase_in_cell"] for r in qs.values()), part

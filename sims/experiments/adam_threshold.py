@@ -9,19 +9,30 @@ studies gradient flow only): q escapes iff g0 ≳ ε, a threshold at
 
     q* = 1 - log(ε/s)/log p0                         (:func:`predicted_q_star`).
 
-A refinement derived here (:func:`budget_q_star`): below the threshold Adam is SGD with step
-lr/ε, which still escapes, after about ε/(lr·(1-q)·g0) steps (the blow-up time of
-θ' = (lr/ε)·s·e^((1-q)θ)); a run with a budget of B steps therefore escapes iff
-g0 ≳ ε/(lr·B·(1-q)), which moves the threshold below q* by about log(lr·B)/log(1/p0).
+A refinement derived here (:func:`budget_q_star`, the one-phase rule): below the threshold Adam
+is SGD with step lr/ε, which still escapes, after about ε/(lr·(1-q)·g0) steps (the blow-up time
+of θ' = (lr/ε)·s·e^((1-q)θ)); a run with a budget of B steps escapes iff g0 ≳ ε/(lr·B·(1-q)).
+That ignores the phase after g reaches ε, where Adam moves ≈ lr per step and needs about
+log(1/p0)/lr steps, so it holds only when log(1/p0)/lr ≪ B.  :func:`two_phase_steps` adds
+that phase (T = T_eps + T_lr, exact for Adam without moment lag) and :func:`two_phase_q_star`
+is its threshold, None when even q = 1 cannot escape within B.
 
-Two parts, both with Adam (lr = 0.01, β = (0.9, 0.999)), escape = first step with P ≥ 1/2:
+Three parts, all with Adam at lr = 0.01 (except the quick preset's sampled part), escape = the
+first step with P ≥ 1/2:
 
-* ``exact`` — the sigmoid model P = σ(θ) (Eq. 15) trained by Adam on the exact gradient of
-  ℓ_q(σ(θ)) (:func:`adam_exact_escape`, deterministic, one run per setting); s = 1 - p0.
+* ``exact`` — the sigmoid model P = σ(θ) (Eq. 15) trained by Adam, β = (0.9, 0.999), on the
+  exact gradient of ℓ_q(σ(θ)) (:func:`adam_exact_escape`, deterministic, one run per
+  setting); s = 1 - p0.
+* ``exact_short_memory`` — the same with β = (0.9, 0.95) (:data:`SHORT_BETAS`): a v̂ memory
+  of ~20 steps tracks a growing gradient, the lag-free limit of :func:`two_phase_steps`.
 * ``sampled`` — the categorical latent model (K = 4 rationales, every w(z) = p0, answer logits
-  trainable) trained by :func:`sims.sampled.train_sampled` with GARL-RLOO (Eq. 12) in
-  likelihood mode, M = 8, no 1/M^q normalisation; s = (1 - p0)/K (the answer logits; the prior
-  logits have zero gradient at the symmetric start).
+  trainable) trained by :func:`sims.sampled.train_sampled`, β = (0.9, 0.999), with GARL-RLOO
+  (Eq. 12) in likelihood mode, M = 8, no 1/M^q normalisation; s = (1 - p0)/K (the answer
+  logits; the prior logits have zero gradient at the symmetric start).
+
+The two deterministic parts are also read at the smaller budget :data:`SHORT_BUDGET` (their q*
+records with ``truncated_from`` set): a deterministic run escapes within a smaller budget iff
+its escape step is at most that budget, so no rerun is needed.
 
 Measured q* (:func:`measured_q_star`): the smallest grid q whose median escape step over seeds is
 uncensored (more than half the runs reached P ≥ 1/2 within the budget); the threshold then lies
@@ -33,6 +44,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.integrate import quad
 
 from ..analysis import escape_summary
 from . import Experiment
@@ -41,6 +53,8 @@ from ._common import fmt_p, model_of, run_sampled
 __all__ = [
     "predicted_q_star",
     "budget_q_star",
+    "two_phase_steps",
+    "two_phase_q_star",
     "score_scale",
     "adam_exact_escape",
     "measured_q_star",
@@ -55,6 +69,9 @@ LATENT_K = 4
 M_SAMPLED = 8
 Q_FINE = (0.0, 0.25, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1.0)
 EPS_GRID = (1e-6, 1e-8, 1e-10)
+SHORT_BETAS = (0.9, 0.95)  # a v̂ memory of ~20 steps: the moment-lag-free limit of two_phase_steps
+# the deterministic parts are re-read at this smaller budget (lr·budget = 20) by truncation
+SHORT_BUDGET = 2000
 
 
 def _check_open01(x, name: str) -> float:
@@ -99,7 +116,9 @@ def budget_q_star(p0: float, eps: float, s: float, lr: float, budget: int) -> fl
 
     the left side being the steps Adam needs in its ε-dominated phase, where it is SGD with step
     lr/ε on θ' ∝ s·e^((1-q)θ) (blow-up time 1/((1-q)·(lr/ε)·g0)).  The phase after g reaches ε
-    (≈ ±lr steps) is not counted, so this is a lower bound on the measured threshold.
+    (≈ ±lr steps, log(1/p0)/lr of them without moment lag) is not counted, so this is a lower
+    bound on the threshold of a lag-free Adam and valid only when log(1/p0)/lr ≪ B;
+    :func:`two_phase_q_star` counts that phase.
     Solved by bisection: the left side decreases in q for (1-q)·log(1/p0) > 1.  Returns 0.0
     when q = 0 already fits the budget and 1.0 when only q = 1 does.
 
@@ -126,6 +145,78 @@ def budget_q_star(p0: float, eps: float, s: float, lr: float, budget: int) -> fl
     for _ in range(80):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if log_steps(mid) > lb else (lo, mid)
+    return hi
+
+
+def two_phase_steps(p0: float, q: float, eps: float, s: float, lr: float) -> dict:
+    r"""Adam's escape steps on the cold-start path in both phases (derived here, not the paper's):
+    the ε-dominated phase and the ≈ lr-per-step phase, ``{"T_eps", "T_lr", "total"}``.
+
+    Model: Adam without moment lag (m̂ = g, v̂ = g², true at step 1 and whenever g changes
+    slowly against the β memories), so each coordinate moves lr·g/(g + ε) per step.  On the
+    cold-start path of the sigmoid (and of the latent model at its symmetric start, whose answer
+    logits move together) the logit φ goes from φ0 = logit(p0) to 0 (P = 1/2) with gradient
+    g(φ) = c·σ(φ)^(1-q)·(1 - σ(φ)), c = s/(1 - p0) (c = 1 for the sigmoid, 1/K for the latent
+    model; s from :func:`score_scale`).  Then dt = dφ·(g + ε)/(lr·g) and
+
+        T = ∫_{φ0}^{0} (1 + ε/g(φ)) dφ / lr = T_eps + T_lr,
+        T_lr  = log((1 - p0)/p0) / lr,
+        T_eps = ε/(lr·c) · ∫_{φ0}^{0} e^{-(1-q)φ} (1 + e^φ)^(2-q) dφ
+              ≈ ε / (lr·(1-q)·s·p0^(1-q))          (q < 1, p0 ≪ 1: the one-phase rule).
+
+    T_eps is the sub-ε phase (Adam is SGD with step lr/ε there), dominated by the start; T_lr is
+    the logit distance at ≈ lr per step, which alone makes q = 1 need log(1/p0)/lr steps.  The
+    two add: a two-phase split at g = ε gives the same T up to O(1/(lr·(1-q))) steps.  With
+    moment lag the ±lr phase is not exact: a v̂ that lags a growing gradient makes |m̂|/√v̂ > 1
+    (faster), so under β2 → 1 the total is an upper bound; docs/experiments/adam_threshold.md
+    measures both β2 = 0.95 (ratio ≈ 1) and β2 = 0.999 (faster).
+
+    >>> r = two_phase_steps(1e-30, 1.0, 1e-8, 1.0, 0.01)
+    >>> round(r["T_lr"]), round(r["total"])
+    (6908, 6908)
+    """
+    p0 = _check_open01(p0, "p0")
+    q = float(q)
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must lie in [0, 1], got {q}")
+    eps, s, lr = _check_pos(eps, "eps"), _check_pos(s, "s"), _check_pos(lr, "lr")
+    phi0 = math.log(p0) - math.log1p(-p0)
+    if phi0 >= 0.0:  # p0 ≥ 1/2: already escaped
+        return {"T_eps": 0.0, "T_lr": 0.0, "total": 0.0}
+    a = 1.0 - q
+    # ∫ e^{-aφ} dφ in closed form (expm1 keeps q -> 1 exact), the bounded rest by quadrature
+    main = -phi0 if a == 0.0 else math.expm1(-a * phi0) / a
+    rest, _ = quad(lambda f: math.exp(-a * f) * math.expm1((2.0 - q) * math.log1p(math.exp(f))),
+                   phi0, 0.0, limit=200)  # fmt: skip
+    t_eps = eps * (1.0 - p0) / (lr * s) * (main + rest)
+    t_lr = -phi0 / lr
+    return {"T_eps": t_eps, "T_lr": t_lr, "total": t_eps + t_lr}
+
+
+def two_phase_q_star(p0: float, eps: float, s: float, lr: float, budget: int) -> float | None:
+    r"""The budget-aware threshold with both phases: the smallest q ∈ [0, 1] with
+    T_eps(q) + T_lr ≤ B (:func:`two_phase_steps`), or None when even q = 1 needs more than B
+    steps (T_lr = log((1-p0)/p0)/lr > B already rules out every q).  Bisection is exact: T_eps
+    decreases strictly in q (its integrand e^{-(1-q)φ}(1+e^φ)^(2-q) does, for φ < 0) and T_lr
+    does not depend on q.  Without T_lr this is :func:`budget_q_star`, which is therefore valid
+    only when log(1/p0)/lr ≪ B.
+
+    >>> two_phase_q_star(1e-30, 1e-8, 1.0, 0.01, 2000) is None
+    True
+    >>> round(two_phase_q_star(1e-12, 1e-8, 1.0, 0.01, 20000), 3)
+    0.153
+    """
+    if not (isinstance(budget, (int, np.integer)) and budget >= 1):
+        raise ValueError(f"budget must be a positive int, got {budget!r}")
+    total = lambda q: two_phase_steps(p0, q, eps, s, lr)["total"]  # noqa: E731
+    if total(1.0) > budget:
+        return None
+    if total(0.0) <= budget:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if total(mid) > budget else (lo, mid)
     return hi
 
 
@@ -221,12 +312,14 @@ def _presets(quick: bool) -> dict:
     if quick:
         return {
             "exact": {"p0": (1e-6, 1e-12, 1e-20, 1e-30), "budget": 20000},
+            "exact_short_memory": {"p0": (1e-12, 1e-30), "budget": 20000},
             # the same lr·budget = 100 as the full preset, 10x fewer steps (the costly part)
             "sampled": {"p0": (1e-30,), "budget": 1000, "n_seeds": 3, "lr": 0.1,
                         "q": Q_FINE[2:]},  # fmt: skip
         }
     return {
         "exact": {"p0": (1e-6, 1e-9, 1e-12, 1e-16, 1e-20, 1e-25, 1e-30), "budget": 20000},
+        "exact_short_memory": {"p0": (1e-12, 1e-20, 1e-30), "budget": 20000},
         "sampled": {
             "p0": (1e-6, 1e-9, 1e-12, 1e-16, 1e-20, 1e-25, 1e-30),
             "budget": 10000,
@@ -260,6 +353,27 @@ def settings(quick: bool) -> list[dict]:
                         "budget": pre["exact"]["budget"],
                         "n_seeds": 1,
                         "id": f"{NAME}/exact/sigmoid/eps={fmt_p(eps)}/q={q:g}/p0={fmt_p(p0)}",
+                    }
+                )
+        for p0 in pre["exact_short_memory"]["p0"]:
+            for q in Q_FINE:
+                out.append(
+                    {
+                        **base,
+                        "part": "exact_short_memory",
+                        "model": "sigmoid",
+                        "model_kw": {},
+                        "mode": "exact_gradient",
+                        "estimator": "exact",
+                        "M": None,
+                        "adam_betas": list(SHORT_BETAS),
+                        "adam_eps": eps,
+                        "q": q,
+                        "p0": p0,
+                        "budget": pre["exact_short_memory"]["budget"],
+                        "n_seeds": 1,
+                        "id": f"{NAME}/exact_short_memory/sigmoid/b2={SHORT_BETAS[1]:g}"
+                        f"/eps={fmt_p(eps)}/q={q:g}/p0={fmt_p(p0)}",
                     }
                 )
         for p0 in pre["sampled"]["p0"]:
@@ -336,7 +450,7 @@ def _run_sampled(batch: list[dict]) -> list[dict]:
 
 
 def run_batch(batch: list[dict]) -> list[dict]:
-    return _run_exact(batch) if batch[0]["part"] == "exact" else _run_sampled(batch)
+    return _run_exact(batch) if batch[0]["mode"] == "exact_gradient" else _run_sampled(batch)
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,11 +493,76 @@ def _gap(x: float, lo: float, hi: float) -> float:
     return 0.0 if lo < x <= hi else float(min(abs(x - lo), abs(x - hi)))
 
 
+def _cell_check(pred, qs_, qb):
+    """(in_cell, gap) of a predicted threshold against the measured cell (q_below, q*]; a
+    prediction of None (no q escapes) agrees exactly when no grid q escaped, gap None."""
+    if pred is None:
+        return qs_ is None, None
+    # a prediction on a grid value (p0 and ε powers of ten) counts for it up to rounding
+    lo = -math.inf if qb is None else qb - 1e-9
+    hi = math.inf if qs_ is None else qs_ + 1e-9
+    return bool(lo < pred <= hi), _gap(pred, lo, hi)
+
+
+def _q_star_record(recs: list[dict], budget: int) -> dict:
+    """The q* record of one (part, ε, p0) group read at ``budget`` ≤ the runs' own budget: a
+    deterministic run escapes within a smaller budget iff its escape step is ≤ it."""
+    r0 = recs[0]
+    p0, s, eps, lr = r0["p0_actual"], r0["score_scale"], r0["adam_eps"], r0["lr"]
+    escaped = [not r["median_censored"] and r["median_steps"] <= budget for r in recs]
+    meas = measured_q_star([r["q"] for r in recs], escaped)
+    pred = predicted_q_star(p0, eps, s)
+    pred_b = budget_q_star(p0, eps, s, lr, int(budget))
+    pred_2 = two_phase_q_star(p0, eps, s, lr, int(budget))
+    esc = [r for r, e in zip(recs, escaped, strict=True) if e]
+    fastest = min(esc, key=lambda r: (r["median_steps"], r["q"]))["q"] if esc else None
+    qs_, qb = meas["q_star"], meas["q_below"]
+    in_p, gap_p = _cell_check(pred, qs_, qb)
+    in_b, gap_b = _cell_check(pred_b, qs_, qb)
+    in_2, gap_2 = _cell_check(pred_2, qs_, qb)
+    # does each rule call every grid q right (escape iff its steps fit the budget)?  This also
+    # catches an escape window (q = 1 stalling while smaller q escape), which q* alone cannot show
+    one_ok = all((pred_b <= r["q"] + 1e-9) == e for r, e in zip(recs, escaped, strict=True))
+    two_ok = all((r["two_phase_steps"] <= budget) == e for r, e in zip(recs, escaped, strict=True))
+    return {
+        "experiment": NAME,
+        "record": "q_star",
+        **{k: r0[k] for k in ("part", "model", "mode", "estimator", "optimizer", "adam_betas")},
+        "adam_eps": eps,
+        "lr": lr,
+        "p0": r0["p0"],
+        "p0_actual": p0,
+        "M": r0["M"],
+        "budget": int(budget),
+        "truncated_from": int(r0["budget"]) if budget < r0["budget"] else None,
+        "n_runs": r0["n_runs"],
+        "score_scale": s,
+        "q_star_measured": qs_,
+        "q_below": qb,
+        "stalled_above": meas["stalled_above"],
+        "q_star_predicted": pred,
+        "q_star_budget": pred_b,
+        "q_star_two_phase": pred_2,
+        "prediction_in_cell": in_p,
+        "prediction_gap": gap_p,
+        "budget_gap": gap_b,
+        "budget_in_cell": in_b,
+        "two_phase_in_cell": in_2,
+        "two_phase_gap": gap_2,
+        "one_phase_every_q": one_ok,
+        "two_phase_every_q": two_ok,
+        "fastest_q": fastest,
+    }
+
+
 def analyze(table: list[dict]) -> list[dict]:
-    """Escape records per (part, ε, p0, q), then one q* record per (part, ε, p0)."""
+    """Escape records per (part, ε, p0, q), then q* records per (part, ε, p0): at the runs'
+    budget, and for the deterministic parts also at :data:`SHORT_BUDGET` (by truncation)."""
     records, groups = [], {}
     for r in table:
         summ = escape_summary(r["steps"], r["censored"])
+        p0a, s = float(r["p0_actual"]), float(r["score_scale"])
+        pred = two_phase_steps(p0a, r["q"], r["adam_eps"], s, r["lr"])
         rec = {
             "experiment": NAME,
             "record": "escape",
@@ -392,66 +571,40 @@ def analyze(table: list[dict]) -> list[dict]:
             "mode": r["mode"],
             "estimator": r["estimator"],
             "optimizer": r["optimizer"],
+            "adam_betas": [float(b) for b in r["adam_betas"]],
             "adam_eps": r["adam_eps"],
             "lr": r["lr"],
             "q": r["q"],
             "p0": r["p0"],
-            "p0_actual": float(r["p0_actual"]),
+            "p0_actual": p0a,
             "M": r["M"],
             "budget": r["budget"],
             "median_steps": summ["median"],
             "median_censored": summ["median_censored"],
             "n_runs": summ["n"],
             "n_censored": summ["n_censored"],
-            "score_scale": float(r["score_scale"]),
+            "score_scale": s,
+            "two_phase_T_eps": pred["T_eps"],
+            "two_phase_T_lr": pred["T_lr"],
+            "two_phase_steps": pred["total"],
+            # measured over the lag-free two-phase model (1: exact, < 1: faster); uncensored only
+            "steps_ratio": None if summ["median_censored"] else summ["median"] / pred["total"],
         }
         records.append(rec)
         groups.setdefault((r["part"], r["adam_eps"], r["p0"]), []).append(rec)
-    for (_part, eps, _p0), recs in groups.items():
-        r0 = recs[0]
-        p0, s = r0["p0_actual"], r0["score_scale"]
-        meas = measured_q_star([r["q"] for r in recs], [not r["median_censored"] for r in recs])
-        pred = predicted_q_star(p0, eps, s)
-        pred_b = budget_q_star(p0, eps, s, r0["lr"], int(r0["budget"]))
-        esc = [r for r in recs if not r["median_censored"]]
-        fastest = min(esc, key=lambda r: (r["median_steps"], r["q"]))["q"] if esc else None
-        qs_, qb = meas["q_star"], meas["q_below"]
-        # the prediction agrees when it falls in the measured grid cell (q_below, q_star]; a
-        # prediction on a grid value (p0 and ε powers of ten) counts for it up to rounding
-        lo = -math.inf if qb is None else qb - 1e-9
-        hi = math.inf if qs_ is None else qs_ + 1e-9
-        records.append(
-            {
-                "experiment": NAME,
-                "record": "q_star",
-                **{k: r0[k] for k in ("part", "model", "mode", "estimator", "optimizer")},
-                "adam_eps": eps,
-                "lr": r0["lr"],
-                "p0": r0["p0"],
-                "p0_actual": p0,
-                "M": r0["M"],
-                "budget": r0["budget"],
-                "n_runs": r0["n_runs"],
-                "score_scale": s,
-                "q_star_measured": qs_,
-                "q_below": qb,
-                "stalled_above": meas["stalled_above"],
-                "q_star_predicted": pred,
-                "q_star_budget": pred_b,
-                "prediction_in_cell": bool(lo < pred <= hi),
-                "prediction_gap": _gap(pred, lo, hi),
-                "budget_gap": _gap(pred_b, lo, hi),
-                "budget_in_cell": bool(lo < pred_b <= hi),
-                "fastest_q": fastest,
-            }
-        )
+    for recs in groups.values():
+        budget = int(recs[0]["budget"])
+        records.append(_q_star_record(recs, budget))
+        if recs[0]["mode"] == "exact_gradient" and SHORT_BUDGET < budget:
+            records.append(_q_star_record(recs, SHORT_BUDGET))
     return records
 
 
 EXPERIMENT = Experiment(
     name=NAME,
     description="Adam's ε against the q axis: measured escape threshold q* vs the prediction "
-    "1 - log(ε/s)/log p0, sigmoid (exact gradient) and latent model (GARL-RLOO, M = 8)",
+    "1 - log(ε/s)/log p0 and the budget rules, sigmoid (exact gradient, β2 = 0.999 and 0.95) "
+    "and latent model (GARL-RLOO, M = 8)",
     version=VERSION,
     settings=settings,
     batch_key=batch_key,
