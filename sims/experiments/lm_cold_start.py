@@ -17,6 +17,13 @@ Parts (likelihood mode and GARL-RLOO, Eq. 12, unless said):
   holds GRPO, PAFT and the SFT→RLVR step schedule (q = 1 for ``SWITCH`` steps, then q = 0), and
   its per-step P̂ and Fig. 3 monitor (max amplified advantage) give the training curves from the
   smallest p0.
+
+Every point record lists each seed's outcome (:func:`seed_outcomes`): its escape step (or
+censored), and for the Adam part, which trains on after the escape (``freeze=False``), its
+final, peak and lowest post-escape log10 P̂ and whether it *collapsed*: escaped, then at a later
+step fell below its own starting p0 or more than ``COLLAPSE_DECADES`` decades below the highest
+P̂ it had reached so far.  The SGD and verifier parts freeze a run at its escape, so their
+post-escape phase is not observed (``collapsed`` is None).
 """
 
 from __future__ import annotations
@@ -44,6 +51,10 @@ SGD_LR = 0.3
 ADAM_LR = 0.05
 SWITCH = 10
 MODEL = "transformer_d16_l1"
+#: a post-escape fall by more than this many decades from the running peak of log10 P̂ counts as
+#: a collapse (as does a fall below the run's own p0); P̂'s step-to-step noise on the format
+#: plateau is a few decades, a collapse is tens
+COLLAPSE_DECADES = 10.0
 
 
 def _grid(quick: bool):
@@ -184,6 +195,86 @@ def q_star(eps: float, s: float, p0: float) -> float:
     return 1.0 - math.log(eps / s) / math.log(p0)
 
 
+def seed_outcomes(log10_p, log10_p0, steps, censored, decades: float = COLLAPSE_DECADES) -> dict:
+    """Per-seed outcome of runs that train on after their escape.
+
+    ``log10_p [n, S+1]``: log10 P̂ at steps 0..S (NaN where not observed, e.g. a run frozen at
+    its escape); ``log10_p0 [n]``: each run's measured starting log10 p0; ``steps [n]``: escape
+    step T (first step with P̂ ≥ δ) or the budget; ``censored [n]``: never escaped.
+
+    A seed *collapsed* iff it escaped and at some step t > T its log10 P̂_t fell below its own
+    log10 p0 or more than ``decades`` below max_{t' ≤ t} log10 P̂_t' (the peak so far): it lost
+    the escape again.  Returns arrays ``final`` (log10 P̂ at the last step), ``peak`` (max over
+    all steps), ``min_after`` (min over the steps after T; NaN when censored, when T is the last
+    step or when those steps are not observed) and ``collapsed`` (bool; False when censored).
+    """
+    lp = np.asarray(log10_p, dtype=np.float64)
+    lp0 = np.asarray(log10_p0, dtype=np.float64)
+    t_esc = np.asarray(steps)
+    cens = np.asarray(censored)
+    if lp.ndim != 2 or lp.shape[1] == 0:
+        raise ValueError(f"log10_p must be [n, steps+1] with steps+1 >= 1, got {lp.shape}")
+    n, width = lp.shape
+    for name, a in (("log10_p0", lp0), ("steps", t_esc), ("censored", cens)):
+        if a.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},), got {a.shape}")
+    if cens.dtype != bool:
+        raise TypeError(f"censored must be a bool array, got dtype {cens.dtype}")
+    if not np.issubdtype(t_esc.dtype, np.integer) or np.any((t_esc < 0) | (t_esc >= width)):
+        raise ValueError(f"steps must be integers in [0, {width - 1}], got {t_esc.tolist()}")
+    if not (isinstance(decades, (int, float)) and decades > 0):
+        raise ValueError(f"decades must be a positive number, got {decades!r}")
+    obs = ~np.isnan(lp)  # -inf (P̂ underflowed) is observed: the deepest fall there is
+    # the running peak ignores unobserved steps; -inf before the first observed one
+    running = np.fmax.accumulate(np.where(obs, lp, -np.inf), axis=1)
+    floor = np.maximum(lp0[:, None], running - decades)
+    after = (np.arange(width)[None, :] > t_esc[:, None]) & ~cens[:, None] & obs
+    fell = after & (lp < floor)
+    min_after = np.where(after.any(1), np.min(np.where(after, lp, np.inf), axis=1), np.nan)
+    last = np.array([row[~np.isnan(row)][-1] if (~np.isnan(row)).any() else np.nan for row in lp])
+    peak = np.where(obs.any(1), running[:, -1], np.nan)
+    return {"final": last, "peak": peak, "min_after": min_after, "collapsed": fell.any(1)}
+
+
+def _num(x) -> float | None:
+    """A finite float for JSON, None for NaN (not observed)."""
+    return float(x) if np.isfinite(x) else None
+
+
+def _seed_list(r: dict) -> list[dict]:
+    """One dict per seed of a table row: seed, escape step (None when censored), censored,
+    diverged, log10 p0, and for rows with a per-step P̂ (the Adam part) final / peak / lowest
+    post-escape log10 P̂ and ``collapsed`` (:func:`seed_outcomes`); None where not observed."""
+    ln10 = math.log(10.0)
+    steps = np.asarray(r["steps"], dtype=np.int64)
+    cens = np.asarray(r["censored"], dtype=bool)
+    lp0 = np.asarray(r["log_p0"], dtype=np.float64) / ln10
+    n = steps.size
+    out_c = None
+    if "log_p_hat" in r:
+        out_c = seed_outcomes(np.asarray(r["log_p_hat"], dtype=np.float64) / ln10, lp0, steps,
+                              cens)  # fmt: skip
+    seeds = []
+    for i in range(n):
+        d = {
+            "seed": int(r["seed"]) + i,
+            "escape_step": None if cens[i] else int(steps[i]),
+            "censored": bool(cens[i]),
+            "diverged": bool(np.asarray(r["diverged"])[i]),
+            "log10_p0": float(lp0[i]),
+            "final_log10_P": None, "peak_log10_P": None, "min_log10_P_after_escape": None,
+            "collapsed": None,
+        }  # fmt: skip
+        if out_c is not None:
+            d.update(
+                final_log10_P=_num(out_c["final"][i]), peak_log10_P=_num(out_c["peak"][i]),
+                min_log10_P_after_escape=_num(out_c["min_after"][i]),
+                collapsed=bool(out_c["collapsed"][i]),
+            )  # fmt: skip
+        seeds.append(d)
+    return seeds
+
+
 def _label(r) -> str:
     if r["switch"] is not None:
         return f"sft{r['switch']}->rlvr"
@@ -191,9 +282,11 @@ def _label(r) -> str:
 
 
 def analyze(table: list[dict]) -> list[dict]:
-    """One record per (series, p0) point with the escape summary; SGD series carry their slope
-    fit, Adam points the threshold prediction; plus one ``curve`` record per Adam series at the
-    smallest p0 (median log10 P̂ and median monitor per step over seeds)."""
+    """One record per (series, p0) point with the escape summary and ``seeds``, every seed's
+    outcome (:func:`_seed_list`; ``n_collapsed`` counts the collapsed ones, None where the
+    post-escape phase is not observed); SGD series carry their slope fit, Adam points the
+    threshold prediction; plus one ``curve`` record per Adam series at the smallest p0 (median
+    and every seed's log10 P̂ per step, the seeds' ``collapsed`` flags, median monitor)."""
     records = []
     # s per (part, eps, p0): median over the q = 1 GARL runs of the step-0 gradient scale
     s_hat = {}
@@ -236,7 +329,11 @@ def analyze(table: list[dict]) -> list[dict]:
                 "n_diverged": int(np.sum(r["diverged"])),
                 "steps": [int(x) for x in r["steps"]],
                 "grad_scale_step0": float(np.median(r["grad_absmax0"])),
+                "seeds": _seed_list(r),
             }
+            obs = [d["collapsed"] for d in rec["seeds"] if d["collapsed"] is not None]
+            # None when the post-escape phase is not observed (runs frozen at the escape)
+            rec["n_collapsed"] = int(sum(obs)) if obs else None
             if fit is not None:
                 rec.update(
                     slope=fit["slope"], slope_ci=fit["slope_ci"], flow_slope=1.0 - r["q"],
@@ -262,9 +359,13 @@ def analyze(table: list[dict]) -> list[dict]:
                     "schedule": None if r["switch"] is None else f"q=1 for {r['switch']} steps",
                     "median_steps": summ[-1]["median"], "n_runs": summ[-1]["n"],
                     "n_censored": summ[-1]["n_censored"],
+                    "n_collapsed": records[-1]["n_collapsed"],
+                    "collapsed": [d["collapsed"] for d in records[-1]["seeds"]],
                     "curve": {
                         "step": list(range(lp.shape[1])),
                         "log10_P": [float(x) for x in np.nanmedian(lp, axis=0)],
+                        # every seed's curve, so that a collapse is not hidden by the median
+                        "log10_P_seeds": [[_num(x) for x in row] for row in lp],
                         "monitor": [
                             None if not np.isfinite(x) else float(x)
                             for x in _nanmedian_cols(mon)
