@@ -141,6 +141,7 @@ def test_curve_records_carry_every_seed(records):
         np.testing.assert_allclose(med, c["curve"]["log10_P"], atol=1e-12)
         point = pts[(c["label"], c["adam_eps"], c["p0"])]
         assert c["collapsed"] == [d["collapsed"] for d in point["seeds"]]
+        assert c["escape_steps"] == [d["escape_step"] for d in point["seeds"]]
         for row, d in zip(rows, point["seeds"], strict=True):
             assert row[-1] == pytest.approx(d["final_log10_P"])
 

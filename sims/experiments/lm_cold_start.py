@@ -286,7 +286,8 @@ def analyze(table: list[dict]) -> list[dict]:
     outcome (:func:`_seed_list`; ``n_collapsed`` counts the collapsed ones, None where the
     post-escape phase is not observed); SGD series carry their slope fit, Adam points the
     threshold prediction; plus one ``curve`` record per Adam series at the smallest p0 (median
-    and every seed's log10 P̂ per step, the seeds' ``collapsed`` flags, median monitor)."""
+    and every seed's log10 P̂ per step, the seeds' escape steps and ``collapsed`` flags,
+    median monitor)."""
     records = []
     # s per (part, eps, p0): median over the q = 1 GARL runs of the step-0 gradient scale
     s_hat = {}
@@ -361,6 +362,7 @@ def analyze(table: list[dict]) -> list[dict]:
                     "n_censored": summ[-1]["n_censored"],
                     "n_collapsed": records[-1]["n_collapsed"],
                     "collapsed": [d["collapsed"] for d in records[-1]["seeds"]],
+                    "escape_steps": [d["escape_step"] for d in records[-1]["seeds"]],
                     "curve": {
                         "step": list(range(lp.shape[1])),
                         "log10_P": [float(x) for x in np.nanmedian(lp, axis=0)],
