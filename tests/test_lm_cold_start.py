@@ -200,3 +200,27 @@ def test_collapse_definition_rejects_bad_input(kw, err):
     args.update(kw)
     with pytest.raises(err):
         seed_outcomes(**args)
+
+
+def test_answer_split_is_exact_and_content_at_chance_at_the_escape():
+    """format · content is p(y*|x,z) (checked against the training loop's own estimate of P on
+    the same samples), and at the escape (q = 1, p0 = 1e-12, two seeds) the content part is at
+    chance, 1/9: the escape is the answer format only."""
+    from sims.experiments import lm_cold_start as lm
+    from sims.experiments.lm_cold_start import answer_split, escape_anatomy
+    from sims.transformer import ModelSpec, Task, bias_for_p0, estimate_p, init_params
+
+    task, spec = Task(**lm.TASK), ModelSpec(**lm.SPEC)
+    keys = np.array([3, 4], dtype=np.int64)
+    params = init_params(task, spec, keys, np.full(2, bias_for_p0(task, 1e-3)))
+    split = answer_split(params, task, spec, keys, samples_per_prompt=8)
+    ref = estimate_p(params, task, spec, keys, samples_per_prompt=8) / math.log(10.0)
+    np.testing.assert_allclose(split["log10_P"], ref, atol=1e-9)
+    assert np.all((split["format"] > 0) & (split["format"] <= 1))
+    rows = [d for d in escape_anatomy(quick=True, qs=(1.0,)) if d["p0"] == 1e-12]
+    assert len(rows) == 2 and all(d["escape_step"] is not None for d in rows)
+    for d in rows:
+        assert abs(d["content"] - 1 / 9) < 0.005, d  # chance; learning the digits would lift it
+        assert d["log10_P"] > math.log10(lm.DELTA)
+    with pytest.raises(ValueError):
+        answer_split(params, task, spec, keys, samples_per_prompt=0)

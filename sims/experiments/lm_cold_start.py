@@ -24,6 +24,10 @@ final, peak and lowest post-escape log10 P̂ and whether it *collapsed*: escaped
 step fell below its own starting p0 or more than ``COLLAPSE_DECADES`` decades below the highest
 P̂ it had reached so far.  The SGD and verifier parts freeze a run at its escape, so their
 post-escape phase is not observed (``collapsed`` is None).
+
+:func:`answer_split` splits p(y* | x, z) into the answer's format and its content, and
+:func:`escape_anatomy` applies it to the Adam runs frozen at their escape step:
+``python -m sims.experiments.lm_cold_start [--quick]`` prints it per seed.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import numpy as np
 from tsallis.estimators import RANDOMIZED
 
 from ..analysis import escape_summary, fit_slope, group_rows
-from ..transformer import ModelSpec, Task, train
+from ..transformer import ModelSpec, Task, forward, sample_sequences, train
 from . import Experiment
 from ._common import Q_GRID, fmt_p, generator_seed, seed_keys
 
@@ -379,6 +383,78 @@ def analyze(table: list[dict]) -> list[dict]:
     return records
 
 
+def answer_split(params: dict, task: Task, spec: ModelSpec, keys, *,
+                 samples_per_prompt: int = 64) -> dict:
+    """Split p(y* | x, z) = format · content for every member, over all n² prompts with
+    ``samples_per_prompt`` sampled rationales each (the sampling of :func:`estimate_p`).
+
+    At each answer position l (gold prefix teacher-forced) the model puts mass A_l on the answer
+    alphabet and p_l on the gold digit: format = Π_l A_l, content = Π_l p_l/A_l, so that
+    format · content = p(y* | x, z) exactly.  Content at chance is n^-L (1/9 for n = 3, L = 2).
+    Returned per member, means over the samples: ``format``, ``content``, ``log10_P``
+    (log10 of the mean of their product), ``p_answer_first`` (probability of an answer-alphabet
+    token at the first rationale position) and ``forced`` (fraction of rationales whose marker
+    was forced at the budget R).
+    """
+    if not (isinstance(samples_per_prompt, int) and samples_per_prompt >= 1):
+        raise ValueError(f"samples_per_prompt must be a positive int, got {samples_per_prompt!r}")
+    import torch
+
+    keys_t = torch.as_tensor(np.asarray(keys, dtype=np.int64))
+    E = keys_t.shape[0]
+    prompts = torch.arange(task.n_prompts).repeat(E, 1)
+    b = sample_sequences(
+        params, task, spec, keys_t ^ 0x5EED, 0, task.n_prompts, samples_per_prompt,
+        verifier=False, prompts=prompts,
+    )  # fmt: skip
+    with torch.no_grad():
+        pr = torch.softmax(forward(params, b.gold_ids, spec)[:, :, :-1].double(), -1)
+    ans = b.ans_mask[:, :, 1:]  # position t predicts token t + 1
+    alph = pr[..., task.n + 1 :].sum(-1)
+    gold = torch.gather(pr, -1, b.gold_ids[:, :, 1:, None]).squeeze(-1)
+    one = torch.ones_like(alph)
+    fmt = torch.where(ans, alph, one).prod(-1)
+    cont = torch.where(ans, gold / alph, one).prod(-1)
+    return {
+        "format": fmt.mean(1).numpy(),
+        "content": cont.mean(1).numpy(),
+        "log10_P": np.log10((fmt * cont).mean(1).numpy()),
+        "p_answer_first": pr[:, :, 1, task.n + 1 :].sum(-1).mean(1).numpy(),
+        "forced": b.forced.double().mean(1).numpy(),
+    }
+
+
+def escape_anatomy(quick: bool = False, *, eps: float = 1e-8, qs=(0.75, 1.0)) -> list[dict]:
+    """Re-run the Adam GARL-RLOO settings (ε = ``eps``, q in ``qs``, every p0 of the preset)
+    with each run frozen at its escape step, and give :func:`answer_split` of the model there:
+    one dict per seed.  Freezing changes nothing before the escape, so the escape steps are the
+    records' (the sweep itself trains on after the escape)."""
+    out = []
+    for s in settings(quick):
+        if not (s["part"] == "adam" and s["estimator"] == "garl_rloo" and s["switch"] is None
+                and s["adam_eps"] == eps and s["q"] in qs):  # fmt: skip
+            continue
+        keys = seed_keys(NAME, s)
+        E = keys.size
+        task, spec = Task(**s["task"]), ModelSpec(**s["spec"])
+        res = train(
+            task, spec, keys, np.full(E, s["p0"]), np.full(E, s["q"]), np.full(E, s["lr"]),
+            steps=int(s["budget"]), G=s["G"], M=s["M"], estimator="garl_rloo",
+            mode="likelihood", optimizer="adam", adam_eps=np.full(E, eps), switch=np.zeros(E),
+            delta=s["delta"], freeze_escaped=True,
+        )  # fmt: skip
+        split = answer_split(res.params, task, spec, keys)
+        for i in range(E):
+            out.append(
+                {
+                    "q": s["q"], "p0": s["p0"], "adam_eps": eps, "seed": s["seed"] + i,
+                    "escape_step": None if res.censored[i] else int(res.steps[i]),
+                    **{k: float(v[i]) for k, v in split.items()},
+                }
+            )  # fmt: skip
+    return out
+
+
 def _nanmedian_cols(a: np.ndarray) -> np.ndarray:
     out = np.full(a.shape[1], np.nan)
     for j in range(a.shape[1]):
@@ -399,3 +475,14 @@ EXPERIMENT = Experiment(
     run_batch=run_batch,
     analyze=analyze,
 )
+
+
+if __name__ == "__main__":  # python -m sims.experiments.lm_cold_start [--quick]
+    import sys
+
+    print("q     p0      seed  escape  log10 P  format  content  p(answer@z1)  forced")
+    for d in escape_anatomy("--quick" in sys.argv[1:]):
+        t = "cens" if d["escape_step"] is None else d["escape_step"]
+        print(f"{d['q']:<5g} {d['p0']:<7.0e} {d['seed']:<5d} {t!s:<7} {d['log10_P']:7.2f}  "
+              f"{d['format']:6.3f}  {d['content']:7.4f}  {d['p_answer_first']:12.3f}  "
+              f"{d['forced']:6.2f}")  # fmt: skip
