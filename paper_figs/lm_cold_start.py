@@ -3,7 +3,8 @@
 Panels: (a) SGD, likelihood mode: median escape steps against p0 per q, dashed the flow slope
 1 - q; (b) the same in verifier mode; (c) Adam: which q escape at each p0, against the dashed
 threshold q* = 1 - log(ε/s)/log p0 (s measured); (d) Adam escape steps of GARL, GRPO, PAFT and
-the SFT→RLVR schedule; (e) median P̂ per step from the smallest p0; (f) the max amplified
+the SFT→RLVR schedule; (e) P̂ per step from the smallest p0, median and every seed, collapsed
+seeds marked; (f) the max amplified
 advantage (the paper's Fig. 3 monitor) on the same runs.  One style per estimator; panels
 (d)-(f) show at most six methods (every setting is in the CSV).
 """
@@ -144,11 +145,27 @@ def make(quick: bool = False, results_dir=None, fig_root=None):
         steps = np.array(r["curve"]["step"])
         lp = np.array(r["curve"]["log10_P"], dtype=float)
         mon = np.array([np.nan if v is None else v for v in r["curve"]["monitor"]], dtype=float)
-        ax_p.plot(steps, lp, ls=ls, color=c, lw=1.0, label=_pretty(r))
+        # every seed as a thin line, so that a collapse after the escape is not hidden by the
+        # median; ▼ marks a collapsed seed's lowest post-escape P̂
+        seeds = np.array(
+            [[np.nan if v is None else v for v in row] for row in r["curve"]["log10_P_seeds"]],
+            dtype=float,
+        )  # fmt: skip
+        for row, hit, t in zip(seeds, r["collapsed"], r["escape_steps"], strict=True):
+            ax_p.plot(steps, row, ls="-", color=c, lw=0.4, alpha=0.45)
+            if hit:
+                j = t + 1 + int(np.nanargmin(row[t + 1 :]))
+                ax_p.plot(steps[j], row[j], "v", color=c, ms=5)
+        lab = f"{_pretty(r)} ({r['n_collapsed']}/{r['n_runs']} collapsed)"
+        ax_p.plot(steps, lp, ls=ls, color=c, lw=1.6, label=lab)
         ax_mon.plot(steps, mon, ls=ls, color=c, lw=1.0, label=_pretty(r))
     p0c = curves[0]["p0"] if curves else math.nan
-    ax_p.set(xlabel="step", ylabel="median log10 P̂")
-    ax_p.set_title(f"Adam ε={eps0:g}: P̂ per step from p0 ≈ {p0c:.1g}", fontsize=8)
+    ax_p.set(xlabel="step", ylabel="log10 P̂ (thick: median; thin: each seed)")
+    ax_p.set_title(
+        f"Adam ε={eps0:g}: P̂ per step from p0 ≈ {p0c:.1g}; ▼ collapsed seed's low\n"
+        "(collapsed: after the escape below its p0 or > 10 decades below its peak so far)",
+        fontsize=8,
+    )  # fmt: skip
     ax_p.legend(fontsize=6.5, loc="center right")
     ax_mon.set(xlabel="step", ylabel="max amplified advantage (median over seeds)")
     ax_mon.set_title("the paper's Fig. 3 monitor, same runs and styles as (e)", fontsize=8)
@@ -162,8 +179,8 @@ def make(quick: bool = False, results_dir=None, fig_root=None):
             {k: p.get(k) for k in (
                 "part", "mode", "estimator", "optimizer", "adam_eps", "lr", "q", "label", "p0",
                 "p0_target", "M", "median_steps", "median_censored", "n_runs", "n_censored",
-                "n_diverged", "slope", "flow_slope", "s_hat", "q_star", "predicted_escape",
-                "escaped",
+                "n_diverged", "n_collapsed", "slope", "flow_slope", "s_hat", "q_star",
+                "predicted_escape", "escaped",
             )}
         )  # fmt: skip
     return save(fig, NAME, out_dir(NAME, quick, fig_root), rows)

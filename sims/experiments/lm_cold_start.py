@@ -17,6 +17,17 @@ Parts (likelihood mode and GARL-RLOO, Eq. 12, unless said):
   holds GRPO, PAFT and the SFT→RLVR step schedule (q = 1 for ``SWITCH`` steps, then q = 0), and
   its per-step P̂ and Fig. 3 monitor (max amplified advantage) give the training curves from the
   smallest p0.
+
+Every point record lists each seed's outcome (:func:`seed_outcomes`): its escape step (or
+censored), and for the Adam part, which trains on after the escape (``freeze=False``), its
+final, peak and lowest post-escape log10 P̂ and whether it *collapsed*: escaped, then at a later
+step fell below its own starting p0 or more than ``COLLAPSE_DECADES`` decades below the highest
+P̂ it had reached so far.  The SGD and verifier parts freeze a run at its escape, so their
+post-escape phase is not observed (``collapsed`` is None).
+
+:func:`answer_split` splits p(y* | x, z) into the answer's format and its content, and
+:func:`escape_anatomy` applies it to the Adam runs frozen at their escape step:
+``python -m sims.experiments.lm_cold_start [--quick]`` prints it per seed.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ import numpy as np
 from tsallis.estimators import RANDOMIZED
 
 from ..analysis import escape_summary, fit_slope, group_rows
-from ..transformer import ModelSpec, Task, train
+from ..transformer import ModelSpec, Task, forward, sample_sequences, train
 from . import Experiment
 from ._common import Q_GRID, fmt_p, generator_seed, seed_keys
 
@@ -44,6 +55,11 @@ SGD_LR = 0.3
 ADAM_LR = 0.05
 SWITCH = 10
 MODEL = "transformer_d16_l1"
+#: a post-escape fall by more than this many decades from the running peak of log10 P̂ counts as
+#: a collapse (as does a fall below the run's own p0): on the format plateau P̂ dips by about two
+#: decades from step to step (median lowest post-escape log10 P̂ of the uncollapsed full-preset
+#: Adam runs: -3.1); its 159 collapses fell to between -6.0 (p0 = 1e-6) and -51.1
+COLLAPSE_DECADES = 10.0
 
 
 def _grid(quick: bool):
@@ -184,6 +200,86 @@ def q_star(eps: float, s: float, p0: float) -> float:
     return 1.0 - math.log(eps / s) / math.log(p0)
 
 
+def seed_outcomes(log10_p, log10_p0, steps, censored, decades: float = COLLAPSE_DECADES) -> dict:
+    """Per-seed outcome of runs that train on after their escape.
+
+    ``log10_p [n, S+1]``: log10 P̂ at steps 0..S (NaN where not observed, e.g. a run frozen at
+    its escape); ``log10_p0 [n]``: each run's measured starting log10 p0; ``steps [n]``: escape
+    step T (first step with P̂ ≥ δ) or the budget; ``censored [n]``: never escaped.
+
+    A seed *collapsed* iff it escaped and at some step t > T its log10 P̂_t fell below its own
+    log10 p0 or more than ``decades`` below max_{t' ≤ t} log10 P̂_t' (the peak so far): it lost
+    the escape again.  Returns arrays ``final`` (log10 P̂ at the last step), ``peak`` (max over
+    all steps), ``min_after`` (min over the steps after T; NaN when censored, when T is the last
+    step or when those steps are not observed) and ``collapsed`` (bool; False when censored).
+    """
+    lp = np.asarray(log10_p, dtype=np.float64)
+    lp0 = np.asarray(log10_p0, dtype=np.float64)
+    t_esc = np.asarray(steps)
+    cens = np.asarray(censored)
+    if lp.ndim != 2 or lp.shape[1] == 0:
+        raise ValueError(f"log10_p must be [n, steps+1] with steps+1 >= 1, got {lp.shape}")
+    n, width = lp.shape
+    for name, a in (("log10_p0", lp0), ("steps", t_esc), ("censored", cens)):
+        if a.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},), got {a.shape}")
+    if cens.dtype != bool:
+        raise TypeError(f"censored must be a bool array, got dtype {cens.dtype}")
+    if not np.issubdtype(t_esc.dtype, np.integer) or np.any((t_esc < 0) | (t_esc >= width)):
+        raise ValueError(f"steps must be integers in [0, {width - 1}], got {t_esc.tolist()}")
+    if not (isinstance(decades, (int, float)) and decades > 0):
+        raise ValueError(f"decades must be a positive number, got {decades!r}")
+    obs = ~np.isnan(lp)  # -inf (P̂ underflowed) is observed: the deepest fall there is
+    # the running peak ignores unobserved steps; -inf before the first observed one
+    running = np.fmax.accumulate(np.where(obs, lp, -np.inf), axis=1)
+    floor = np.maximum(lp0[:, None], running - decades)
+    after = (np.arange(width)[None, :] > t_esc[:, None]) & ~cens[:, None] & obs
+    fell = after & (lp < floor)
+    min_after = np.where(after.any(1), np.min(np.where(after, lp, np.inf), axis=1), np.nan)
+    last = np.array([row[~np.isnan(row)][-1] if (~np.isnan(row)).any() else np.nan for row in lp])
+    peak = np.where(obs.any(1), running[:, -1], np.nan)
+    return {"final": last, "peak": peak, "min_after": min_after, "collapsed": fell.any(1)}
+
+
+def _num(x) -> float | None:
+    """A finite float for JSON, None for NaN (not observed)."""
+    return float(x) if np.isfinite(x) else None
+
+
+def _seed_list(r: dict) -> list[dict]:
+    """One dict per seed of a table row: seed, escape step (None when censored), censored,
+    diverged, log10 p0, and for rows with a per-step P̂ (the Adam part) final / peak / lowest
+    post-escape log10 P̂ and ``collapsed`` (:func:`seed_outcomes`); None where not observed."""
+    ln10 = math.log(10.0)
+    steps = np.asarray(r["steps"], dtype=np.int64)
+    cens = np.asarray(r["censored"], dtype=bool)
+    lp0 = np.asarray(r["log_p0"], dtype=np.float64) / ln10
+    n = steps.size
+    out_c = None
+    if "log_p_hat" in r:
+        out_c = seed_outcomes(np.asarray(r["log_p_hat"], dtype=np.float64) / ln10, lp0, steps,
+                              cens)  # fmt: skip
+    seeds = []
+    for i in range(n):
+        d = {
+            "seed": int(r["seed"]) + i,
+            "escape_step": None if cens[i] else int(steps[i]),
+            "censored": bool(cens[i]),
+            "diverged": bool(np.asarray(r["diverged"])[i]),
+            "log10_p0": float(lp0[i]),
+            "final_log10_P": None, "peak_log10_P": None, "min_log10_P_after_escape": None,
+            "collapsed": None,
+        }  # fmt: skip
+        if out_c is not None:
+            d.update(
+                final_log10_P=_num(out_c["final"][i]), peak_log10_P=_num(out_c["peak"][i]),
+                min_log10_P_after_escape=_num(out_c["min_after"][i]),
+                collapsed=bool(out_c["collapsed"][i]),
+            )  # fmt: skip
+        seeds.append(d)
+    return seeds
+
+
 def _label(r) -> str:
     if r["switch"] is not None:
         return f"sft{r['switch']}->rlvr"
@@ -191,9 +287,12 @@ def _label(r) -> str:
 
 
 def analyze(table: list[dict]) -> list[dict]:
-    """One record per (series, p0) point with the escape summary; SGD series carry their slope
-    fit, Adam points the threshold prediction; plus one ``curve`` record per Adam series at the
-    smallest p0 (median log10 P̂ and median monitor per step over seeds)."""
+    """One record per (series, p0) point with the escape summary and ``seeds``, every seed's
+    outcome (:func:`_seed_list`; ``n_collapsed`` counts the collapsed ones, None where the
+    post-escape phase is not observed); SGD series carry their slope fit, Adam points the
+    threshold prediction; plus one ``curve`` record per Adam series at the smallest p0 (median
+    and every seed's log10 P̂ per step, the seeds' escape steps and ``collapsed`` flags,
+    median monitor)."""
     records = []
     # s per (part, eps, p0): median over the q = 1 GARL runs of the step-0 gradient scale
     s_hat = {}
@@ -236,7 +335,11 @@ def analyze(table: list[dict]) -> list[dict]:
                 "n_diverged": int(np.sum(r["diverged"])),
                 "steps": [int(x) for x in r["steps"]],
                 "grad_scale_step0": float(np.median(r["grad_absmax0"])),
+                "seeds": _seed_list(r),
             }
+            obs = [d["collapsed"] for d in rec["seeds"] if d["collapsed"] is not None]
+            # None when the post-escape phase is not observed (runs frozen at the escape)
+            rec["n_collapsed"] = int(sum(obs)) if obs else None
             if fit is not None:
                 rec.update(
                     slope=fit["slope"], slope_ci=fit["slope_ci"], flow_slope=1.0 - r["q"],
@@ -262,9 +365,14 @@ def analyze(table: list[dict]) -> list[dict]:
                     "schedule": None if r["switch"] is None else f"q=1 for {r['switch']} steps",
                     "median_steps": summ[-1]["median"], "n_runs": summ[-1]["n"],
                     "n_censored": summ[-1]["n_censored"],
+                    "n_collapsed": records[-1]["n_collapsed"],
+                    "collapsed": [d["collapsed"] for d in records[-1]["seeds"]],
+                    "escape_steps": [d["escape_step"] for d in records[-1]["seeds"]],
                     "curve": {
                         "step": list(range(lp.shape[1])),
                         "log10_P": [float(x) for x in np.nanmedian(lp, axis=0)],
+                        # every seed's curve, so that a collapse is not hidden by the median
+                        "log10_P_seeds": [[_num(x) for x in row] for row in lp],
                         "monitor": [
                             None if not np.isfinite(x) else float(x)
                             for x in _nanmedian_cols(mon)
@@ -273,6 +381,78 @@ def analyze(table: list[dict]) -> list[dict]:
                 }
             )  # fmt: skip
     return records
+
+
+def answer_split(params: dict, task: Task, spec: ModelSpec, keys, *,
+                 samples_per_prompt: int = 64) -> dict:
+    """Split p(y* | x, z) = format · content for every member, over all n² prompts with
+    ``samples_per_prompt`` sampled rationales each (the sampling of :func:`estimate_p`).
+
+    At each answer position l (gold prefix teacher-forced) the model puts mass A_l on the answer
+    alphabet and p_l on the gold digit: format = Π_l A_l, content = Π_l p_l/A_l, so that
+    format · content = p(y* | x, z) exactly.  Content at chance is n^-L (1/9 for n = 3, L = 2).
+    Returned per member, means over the samples: ``format``, ``content``, ``log10_P``
+    (log10 of the mean of their product), ``p_answer_first`` (probability of an answer-alphabet
+    token at the first rationale position) and ``forced`` (fraction of rationales whose marker
+    was forced at the budget R).
+    """
+    if not (isinstance(samples_per_prompt, int) and samples_per_prompt >= 1):
+        raise ValueError(f"samples_per_prompt must be a positive int, got {samples_per_prompt!r}")
+    import torch
+
+    keys_t = torch.as_tensor(np.asarray(keys, dtype=np.int64))
+    E = keys_t.shape[0]
+    prompts = torch.arange(task.n_prompts).repeat(E, 1)
+    b = sample_sequences(
+        params, task, spec, keys_t ^ 0x5EED, 0, task.n_prompts, samples_per_prompt,
+        verifier=False, prompts=prompts,
+    )  # fmt: skip
+    with torch.no_grad():
+        pr = torch.softmax(forward(params, b.gold_ids, spec)[:, :, :-1].double(), -1)
+    ans = b.ans_mask[:, :, 1:]  # position t predicts token t + 1
+    alph = pr[..., task.n + 1 :].sum(-1)
+    gold = torch.gather(pr, -1, b.gold_ids[:, :, 1:, None]).squeeze(-1)
+    one = torch.ones_like(alph)
+    fmt = torch.where(ans, alph, one).prod(-1)
+    cont = torch.where(ans, gold / alph, one).prod(-1)
+    return {
+        "format": fmt.mean(1).numpy(),
+        "content": cont.mean(1).numpy(),
+        "log10_P": np.log10((fmt * cont).mean(1).numpy()),
+        "p_answer_first": pr[:, :, 1, task.n + 1 :].sum(-1).mean(1).numpy(),
+        "forced": b.forced.double().mean(1).numpy(),
+    }
+
+
+def escape_anatomy(quick: bool = False, *, eps: float = 1e-8, qs=(0.75, 1.0)) -> list[dict]:
+    """Re-run the Adam GARL-RLOO settings (ε = ``eps``, q in ``qs``, every p0 of the preset)
+    with each run frozen at its escape step, and give :func:`answer_split` of the model there:
+    one dict per seed.  Freezing changes nothing before the escape, so the escape steps are the
+    records' (the sweep itself trains on after the escape)."""
+    out = []
+    for s in settings(quick):
+        if not (s["part"] == "adam" and s["estimator"] == "garl_rloo" and s["switch"] is None
+                and s["adam_eps"] == eps and s["q"] in qs):  # fmt: skip
+            continue
+        keys = seed_keys(NAME, s)
+        E = keys.size
+        task, spec = Task(**s["task"]), ModelSpec(**s["spec"])
+        res = train(
+            task, spec, keys, np.full(E, s["p0"]), np.full(E, s["q"]), np.full(E, s["lr"]),
+            steps=int(s["budget"]), G=s["G"], M=s["M"], estimator="garl_rloo",
+            mode="likelihood", optimizer="adam", adam_eps=np.full(E, eps), switch=np.zeros(E),
+            delta=s["delta"], freeze_escaped=True,
+        )  # fmt: skip
+        split = answer_split(res.params, task, spec, keys)
+        for i in range(E):
+            out.append(
+                {
+                    "q": s["q"], "p0": s["p0"], "adam_eps": eps, "seed": s["seed"] + i,
+                    "escape_step": None if res.censored[i] else int(res.steps[i]),
+                    **{k: float(v[i]) for k, v in split.items()},
+                }
+            )  # fmt: skip
+    return out
 
 
 def _nanmedian_cols(a: np.ndarray) -> np.ndarray:
@@ -295,3 +475,14 @@ EXPERIMENT = Experiment(
     run_batch=run_batch,
     analyze=analyze,
 )
+
+
+if __name__ == "__main__":  # python -m sims.experiments.lm_cold_start [--quick]
+    import sys
+
+    print("q     p0      seed  escape  log10 P  format  content  p(answer@z1)  forced")
+    for d in escape_anatomy("--quick" in sys.argv[1:]):
+        t = "cens" if d["escape_step"] is None else d["escape_step"]
+        print(f"{d['q']:<5g} {d['p0']:<7.0e} {d['seed']:<5d} {t!s:<7} {d['log10_P']:7.2f}  "
+              f"{d['format']:6.3f}  {d['content']:7.4f}  {d['p_answer_first']:12.3f}  "
+              f"{d['forced']:6.2f}")  # fmt: skip
