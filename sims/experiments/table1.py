@@ -18,9 +18,10 @@ schedule (q = 1 for ``SFT_STEPS`` steps, then q = 0), and the adaptive q of
 A setting is one (method, label noise) with ``n_seeds`` seeds; seed i of a setting is keyed by
 (experiment, setting id, seed + i), not by the cache hash.  The ``base`` part measures p0 of
 the base model on training and held-out questions with many samples.  The ``trainer`` part
-(full preset) runs the headline methods through ``TsallisGRPOTrainer`` itself (TRL generation,
-both modes), ``trainer_seeds`` seeds keyed like the engine runs, and evaluates the trained
-model the same way.
+(full preset) runs the headline methods on the cold set, and GRPO and GARL q = 0.5 on the
+reachable set, through ``TsallisGRPOTrainer`` itself (TRL generation, both modes),
+``trainer_seeds`` seeds keyed like the engine runs, and evaluates the trained model the same
+way.
 
 Escape = the first step whose batch P̂ (mean teacher-forced gold-answer probability after the
 sampled rationales) reaches ``DELTA``; ``escape_step`` is None when it never does.  In the
