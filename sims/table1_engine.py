@@ -167,6 +167,13 @@ def adaptive_q(log_w_bar: float, grad_scale: float, *, adam_eps: float, margin: 
     continuum, which does not fit noisy labels as q = 1 does, Prop. C.2).  P ≥ 1 or a
     gradient already above the target give q_min.
 
+    With no s yet (``grad_scale`` NaN) it returns 1, and :func:`train_run` runs its first step
+    at q = 1 to measure s.  In the stall regime (p0 ≲ 1e-20, ε = 1e-8) that first step leaves
+    g0 ≈ s in Adam's second moment and stalls the later, ε·10^margin-sized steps for thousands
+    of steps; measured with :mod:`sims.adaptive_escape` (docs/experiments/table1.md, "Adaptive
+    q in the stall regime"), the rule escapes there only when s is measured before the first
+    optimiser step.
+
     >>> round(adaptive_q(math.log(1e-20), 1.0, adam_eps=1e-8, margin=2.0), 3)
     0.7
     >>> adaptive_q(-1e-9, 1.0, adam_eps=1e-8, margin=2.0)

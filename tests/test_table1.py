@@ -79,6 +79,9 @@ def test_settings_ids_are_unique_and_seeds_keyed_by_id():
     assert {x["label_noise"] for x in full} == {0.0, 0.2}
     noisy = {x["method"] for x in full if x["label_noise"] > 0}
     assert {"GARL q=0.75", "GARL q=1"} <= noisy
+    trainer = {(x["task"], x["method"]): x["n_seeds"] for x in full if x["part"] == "trainer"}
+    assert {("cold", "GRPO"), ("cold", "GARL q=0.75"), ("cold", "GARL q=1")} <= set(trainer)
+    assert min(trainer.values()) >= 3
 
 
 def test_ci_helpers():
@@ -90,3 +93,24 @@ def test_ci_helpers():
     lo, hi = bootstrap_ci(np.arange(10.0), np.mean)
     assert lo < 4.5 < hi
     assert bootstrap_ci([3.0], np.mean) == (3.0, 3.0)
+
+
+def test_trainer_records_one_per_seed():
+    """The trainer part's arrays [n_seeds, ...] become one record per seed, each with its own
+    escape step (first logged reward >= delta) and evaluation."""
+    from sims.experiments.table1 import _trainer_records
+
+    r = {"task": "cold", "method": "GRPO", "estimator": "grpo", "mode": "verifier", "q": None,
+         "label_noise": 0.0, "seed": 0, "n_seeds": 2, "steps": 3, "delta": 0.5,
+         "trainer_reward": np.array([[0.0, 0.0, 0.0], [0.1, 0.6, 0.7]]),
+         "trainer_frac_stalled": np.array([[1.0, 1.0, 1.0], [0.5, 0.0, 0.0]]),
+         "heldout_pass_at_1": np.array([0.0, 0.25]), "heldout_majority_at_k": np.array([0.0, 0.5]),
+         "train_pass_at_1": np.array([0.0, 0.75]),
+         "heldout_chain_written": np.array([0.0, 0.125])}  # fmt: skip
+    recs = _trainer_records(r, 1e-4)
+    assert [x["seed"] for x in recs] == [0, 1]
+    assert [x["escape_step"] for x in recs] == [None, 1]
+    assert [x["frac_stalled_mean"] for x in recs] == pytest.approx([1.0, 1 / 6])
+    assert [x["heldout_majority_at_k"] for x in recs] == [0.0, 0.5]
+    assert recs[1]["curves"]["reward"] == pytest.approx([0.1, 0.6, 0.7])
+    assert all(x["part"] == "trainer" and x["p0"] == 1e-4 for x in recs)

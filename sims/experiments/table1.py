@@ -18,8 +18,10 @@ schedule (q = 1 for ``SFT_STEPS`` steps, then q = 0), and the adaptive q of
 A setting is one (method, label noise) with ``n_seeds`` seeds; seed i of a setting is keyed by
 (experiment, setting id, seed + i), not by the cache hash.  The ``base`` part measures p0 of
 the base model on training and held-out questions with many samples.  The ``trainer`` part
-(full preset) runs the headline methods through ``TsallisGRPOTrainer`` itself (TRL generation,
-both modes), one seed, and evaluates the trained model the same way.
+(full preset) runs the headline methods on the cold set, and GRPO and GARL q = 0.5 on the
+reachable set, through ``TsallisGRPOTrainer`` itself (TRL generation, both modes),
+``trainer_seeds`` seeds keyed like the engine runs, and evaluates the trained model the same
+way.
 
 Escape = the first step whose batch P̂ (mean teacher-forced gold-answer probability after the
 sampled rationales) reaches ``DELTA``; ``escape_step`` is None when it never does.  In the
@@ -101,8 +103,12 @@ def _preset(quick: bool) -> dict:
         "eval_k": 8,
         "eval_train_n": 16,
         "base_k": 64,
-        "trainer": [("cold", "GRPO"), ("cold", "GARL q=0.75"), ("cold", "GARL q=1")],
+        # through TsallisGRPOTrainer itself: the headline methods on the cold set, and GRPO
+        # against the likelihood mode's most reliable q on the reachable set
+        "trainer": [("cold", "GRPO"), ("cold", "GARL q=0.75"), ("cold", "GARL q=1"),
+                    ("reachable", "GRPO"), ("reachable", "GARL q=0.5")],  # fmt: skip
         "trainer_steps": 40,
+        "trainer_seeds": 3,
     }
 
 
@@ -142,7 +148,7 @@ def settings(quick: bool) -> list[dict]:
             **common, "part": "trainer", "task": task,
             "base": {**p["base"], "task_hops": list(TASKS[task])}, "method": label,
             "estimator": est, "mode": mode, "q": q, "schedule": sched, "label_noise": 0.0,
-            "n_seeds": 1, "steps": p["trainer_steps"],
+            "n_seeds": p["trainer_seeds"], "steps": p["trainer_steps"],
             "id": f"{NAME}/{task}/trainer/{_slug(label)}/noise=0",
         })  # fmt: skip
     return out
@@ -201,10 +207,19 @@ def _run_setting(s: dict) -> dict:
 
 def _run_trainer(s, world, base, tok, clean) -> dict:
     """The same RL run through ``TsallisGRPOTrainer`` itself (TRL's generation, the trainer's
-    loss and AdamW): one seed, ``steps`` optimiser steps of G prompts × M completions, then the
-    held-out and training evaluation of :func:`sims.table1_engine.evaluate`.  Per-step arrays
-    from the trainer's logs: the mean exact-match reward, ``tsallis/frac_stalled`` and (when
-    logged) ``tsallis/log_w_mean``."""
+    loss and AdamW), ``n_seeds`` seeds: per seed, ``steps`` optimiser steps of G prompts × M
+    completions from the base model, then the held-out and training evaluation of
+    :func:`sims.table1_engine.evaluate`.  Per-step arrays [n_seeds, steps] from the trainer's
+    logs: the mean exact-match reward, ``tsallis/frac_stalled`` and (when logged)
+    ``tsallis/log_w_mean``; evaluation entries [n_seeds]."""
+    per_seed = [_trainer_seed(s, world, base, tok, clean, s["seed"] + i)
+                for i in range(s["n_seeds"])]  # fmt: skip
+    return {k: np.stack([r[k] for r in per_seed]) for k in per_seed[0]}
+
+
+def _trainer_seed(s, world, base, tok, clean, seed: int) -> dict:
+    """One seed of :func:`_run_trainer`: prompts, TRL's seed and the evaluation samples all
+    keyed by (experiment, setting id, seed)."""
     import tempfile
 
     from datasets import Dataset
@@ -217,7 +232,7 @@ def _run_trainer(s, world, base, tok, clean) -> dict:
 
     from ..table1_task import question_words
 
-    key = row_key(NAME, s["id"], s["seed"])
+    key = row_key(NAME, s["id"], seed)
     rng = np.random.default_rng([key & (2**32 - 1), 11])
     G, M, S = s["G"], s["M"], s["steps"]
     starts = [int(a) for _ in range(S) for a in rng.choice(world.train, G, replace=False)]
@@ -250,7 +265,7 @@ def _run_trainer(s, world, base, tok, clean) -> dict:
         "trainer_log_w_mean": np.array([h.get("tsallis/log_w_mean", np.nan) for h in logs]),
     }
     for split, st, in (("heldout", world.heldout), ("train", world.train[: s["eval_train_n"]])):
-        g = torch.Generator().manual_seed(row_key(NAME, s["id"], split) & (2**63 - 1))
+        g = torch.Generator().manual_seed(row_key(NAME, s["id"], seed, split) & (2**63 - 1))
         r = evaluate(model, tok, world, st, clean, k=s["eval_k"], max_new=s["max_new"],
                      generator=g)  # fmt: skip
         for name, v in r.items():
@@ -331,6 +346,33 @@ def _base_records(r: dict, chance: float) -> list[dict]:
     return recs
 
 
+def _trainer_records(r: dict, p0) -> list[dict]:
+    """One ``trainer`` record per seed of a trainer setting (arrays [n_seeds, ...]); the escape
+    step is the first step whose logged mean reward reaches ``delta``."""
+    recs = []
+    for i in range(int(r["n_seeds"])):
+
+        def at(name, i=i):
+            return np.asarray(r[name], dtype=float).reshape(int(r["n_seeds"]), -1)[i]
+
+        reward, stalled = at("trainer_reward"), at("trainer_frac_stalled")
+        hit = np.nonzero(reward >= r["delta"])[0]
+        recs.append({
+            "experiment": NAME, "part": "trainer", "task": r["task"], "method": r["method"],
+            "estimator": r["estimator"], "mode": r["mode"], "q": r["q"],
+            "label_noise": r["label_noise"], "seed": r["seed"] + i, "p0": p0,
+            "steps": int(r["steps"]),
+            **{name: float(at(name)[0]) for name in (
+                "heldout_pass_at_1", "heldout_majority_at_k", "train_pass_at_1",
+                "heldout_chain_written")},
+            "escape_step": int(hit[0]) if hit.size else None,
+            "frac_stalled_mean": float(np.nanmean(stalled)),
+            "curves": {"reward": [float(x) for x in reward],
+                       "frac_stalled": [float(x) for x in stalled]},
+        })  # fmt: skip
+    return recs
+
+
 def analyze(table: list[dict]) -> list[dict]:
     """Records: ``base`` (p0, its CI and F/C split per split), ``run`` (one per seed: final
     held-out/training metrics, escape step, stalled fraction, curves) and ``summary`` (one per
@@ -347,22 +389,7 @@ def analyze(table: list[dict]) -> list[dict]:
             recs += b
     for r in table:
         if r["part"] == "trainer":
-            reward = np.asarray(r["trainer_reward"], dtype=float)
-            hit = np.nonzero(reward >= r["delta"])[0]
-            recs.append({
-                "experiment": NAME, "part": "trainer", "task": r["task"], "method": r["method"],
-                "estimator": r["estimator"], "mode": r["mode"], "q": r["q"],
-                "label_noise": r["label_noise"], "seed": r["seed"],
-                "p0": p0_of.get((r["task"], "train")), "steps": int(r["steps"]),
-                "heldout_pass_at_1": float(r["heldout_pass_at_1"]),
-                "heldout_majority_at_k": float(r["heldout_majority_at_k"]),
-                "train_pass_at_1": float(r["train_pass_at_1"]),
-                "heldout_chain_written": float(r["heldout_chain_written"]),
-                "escape_step": int(hit[0]) if hit.size else None,
-                "frac_stalled_mean": float(np.nanmean(r["trainer_frac_stalled"])),
-                "curves": {"reward": [float(x) for x in reward],
-                           "frac_stalled": [float(x) for x in r["trainer_frac_stalled"]]},
-            })  # fmt: skip
+            recs += _trainer_records(r, p0_of.get((r["task"], "train")))
         if r["part"] != "rl":
             continue
         n = r["n_seeds"]

@@ -1,0 +1,103 @@
+r"""Adam on the exact J_Q gradient with q chosen per step: the adaptive q of
+:func:`sims.table1_engine.adaptive_q` in the regime it is built for.
+
+The Table-1 task starts at p0 ≈ 1e-4, where every q clears Adam's ε (docs/experiments/table1.md),
+so the adaptive rule is never tested there against a stall.  The stall regime is p0 ≲ 1e-20 at
+ε = 1e-8 (docs/experiments/adam_threshold.md: the threshold q* = 1 - log(ε/s)/log p0).  This
+module runs the rule there on the models of the escape experiments (:mod:`sims.models`, one
+term, exact gradient), with the update of
+:func:`sims.experiments.adam_threshold.adam_exact_escape` and one change: q is recomputed at
+every step from the current P and the score scale s measured at the previous step, exactly as
+:func:`sims.table1_engine.train_run` does (s = the step's largest gradient component divided by
+the amplification P^(1-q) it carried).
+
+The engine measures s by running its first step at q = 1 (``adaptive_q`` returns 1 while s is
+unknown).  ``s_init`` replaces that measurement by a given value (e.g.
+:func:`sims.experiments.adam_threshold.score_scale` of θ0, one gradient evaluation and no
+optimiser step), which isolates what the q = 1 first step costs: it writes g0 ≈ s ≫ ε into
+Adam's second moment v, and while v̂ remembers it every later step of size ≈ ε·10^margin is
+divided by √v̂ ≈ s·√(0.001·β2^t) instead of by itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["QEscape", "adam_q_rule_escape", "adaptive_rule", "fixed_rule"]
+
+
+@dataclass(frozen=True)
+class QEscape:
+    """One run: ``step`` (the first step after which P ≥ δ, None when the budget ran out) and
+    ``q`` [steps run] (the q of every step)."""
+
+    step: int | None
+    q: np.ndarray
+
+
+def fixed_rule(q: float) -> Callable[[float, float], float]:
+    """The rule of a fixed q (ignores P and s)."""
+    q = float(q)
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must lie in [0, 1], got {q}")
+    return lambda log_p, s: q
+
+
+def adaptive_rule(adam_eps: float, margin: float) -> Callable[[float, float], float]:
+    """:func:`sims.table1_engine.adaptive_q` as a rule (log P, s) -> q."""
+    from .table1_engine import adaptive_q
+
+    return lambda log_p, s: adaptive_q(log_p, s, adam_eps=adam_eps, margin=margin)
+
+
+def adam_q_rule_escape(model, theta0, rule: Callable[[float, float], float], *, lr: float,
+                       eps: float, max_steps: int, betas: tuple[float, float] = (0.9, 0.999),
+                       delta: float = 0.5, s_init: float = math.nan) -> QEscape:  # fmt: skip
+    r"""Adam (bias-corrected, the update of ``adam_exact_escape``) on -∇ℓ_q = P^(-q)∇P
+    (Prop. 4.1) of a one-term model, q_t = ``rule(log P_t, s_{t-1})`` at every step.
+
+    s_t = max|g_t| / P_t^(1-q_t) (the score scale ‖∇log P‖_∞ recovered from the step's
+    gradient, :func:`sims.table1_engine.train_run`'s measurement); s_0 = ``s_init`` (NaN: not
+    measured, so the adaptive rule's first step runs at q = 1).
+    Returns :class:`QEscape`.
+    """
+    theta = np.array(theta0, dtype=np.float64, copy=True)
+    if theta.shape != (model.dim,):
+        raise ValueError(f"theta0 must have shape ({model.dim},), got {theta.shape}")
+    if not (lr > 0 and eps > 0):
+        raise ValueError(f"lr and eps must be positive, got lr={lr!r}, eps={eps!r}")
+    if not (isinstance(max_steps, (int, np.integer)) and max_steps >= 1):
+        raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+    b1, b2 = (float(b) for b in betas)
+    if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+        raise ValueError(f"betas must lie in [0, 1), got {betas!r}")
+    weights, _, _ = model.terms(theta)
+    if weights.shape != (1,):
+        raise ValueError(f"adam_q_rule_escape needs a one-term model, {model.label()} has "
+                         f"{weights.size}")  # fmt: skip
+    if float(model.monitor(theta)) >= delta:
+        return QEscape(0, np.zeros(0))
+    m = np.zeros_like(theta)
+    v = np.zeros_like(theta)
+    s = float(s_init)
+    qs = np.zeros(int(max_steps))
+    for t in range(1, int(max_steps) + 1):
+        w, P, dP = model.terms(theta)
+        log_p = math.log(float(P[0]))
+        q = float(rule(log_p, s))
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"the rule returned q = {q!r} at step {t}, outside [0, 1]")
+        g = w[0] * math.exp(-q * log_p) * dP[0]
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        theta = theta + lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+        gmax = float(np.max(np.abs(g)))
+        s = gmax / math.exp((1.0 - q) * min(log_p, 0.0)) if gmax > 0 else math.nan
+        qs[t - 1] = q
+        if float(model.monitor(theta)) >= delta:
+            return QEscape(t, qs[:t])
+    return QEscape(None, qs)
