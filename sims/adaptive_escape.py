@@ -11,12 +11,14 @@ every step from the current P and the score scale s measured at the previous ste
 :func:`sims.table1_engine.train_run` does (s = the step's largest gradient component divided by
 the amplification P^(1-q) it carried).
 
-The engine measures s by running its first step at q = 1 (``adaptive_q`` returns 1 while s is
-unknown).  ``s_init`` replaces that measurement by a given value (e.g.
-:func:`sims.experiments.adam_threshold.score_scale` of θ0, one gradient evaluation and no
-optimiser step), which isolates what the q = 1 first step costs: it writes g0 ≈ s ≫ ε into
-Adam's second moment v, and while v̂ remembers it every later step of size ≈ ε·10^margin is
-divided by √v̂ ≈ s·√(0.001·β2^t) instead of by itself.
+Without ``s_init`` the rule's first step runs at q = 1 (``adaptive_q`` returns 1 while s is
+unknown) and measures s from it, as an earlier version of the engine did.  ``s_init`` gives s
+before any optimiser step (e.g. :func:`sims.experiments.adam_threshold.score_scale` of θ0, one
+gradient evaluation: what the engine's :func:`sims.table1_engine.score_probe` does), which
+isolates what the q = 1 first step costs: it writes g0 ≈ s ≫ ε into Adam's second moment v,
+and while v̂ remembers it every later step of size ≈ ε·10^margin is divided by
+√v̂ ≈ s·√(0.001·β2^t) instead of by itself.  :func:`held_rule` is the engine's rule (the
+first q held until the escape); :func:`adaptive_rule` the per-step rule.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["QEscape", "adam_q_rule_escape", "adaptive_rule", "fixed_rule"]
+__all__ = ["QEscape", "adam_q_rule_escape", "adaptive_rule", "fixed_rule", "held_rule"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,14 @@ def adaptive_rule(adam_eps: float, margin: float) -> Callable[[float, float], fl
     from .table1_engine import adaptive_q
 
     return lambda log_p, s: adaptive_q(log_p, s, adam_eps=adam_eps, margin=margin)
+
+
+def held_rule(adam_eps: float, margin: float, delta: float = 0.5):
+    """:class:`sims.table1_engine.HeldAdaptiveQ` (the rule's first q with a measured s, held
+    until P reaches ``delta``): a fresh, stateful rule per run."""
+    from .table1_engine import HeldAdaptiveQ
+
+    return HeldAdaptiveQ(adam_eps=adam_eps, margin=margin, delta=delta)
 
 
 def adam_q_rule_escape(model, theta0, rule: Callable[[float, float], float], *, lr: float,

@@ -46,6 +46,7 @@ __all__ = [
     "likelihood_rows",
     "completion_logps",
     "coefficients",
+    "HeldAdaptiveQ",
     "adaptive_q",
     "batch_loss",
     "rl_step",
@@ -167,12 +168,12 @@ def adaptive_q(log_w_bar: float, grad_scale: float, *, adam_eps: float, margin: 
     continuum, which does not fit noisy labels as q = 1 does, Prop. C.2).  P ≥ 1 or a
     gradient already above the target give q_min.
 
-    With no s yet (``grad_scale`` NaN) it returns 1, and :func:`train_run` runs its first step
-    at q = 1 to measure s.  In the stall regime (p0 ≲ 1e-20, ε = 1e-8) that first step leaves
-    g0 ≈ s in Adam's second moment and stalls the later, ε·10^margin-sized steps for thousands
-    of steps; measured with :mod:`sims.adaptive_escape` (docs/experiments/table1.md, "Adaptive
-    q in the stall regime"), the rule escapes there only when s is measured before the first
-    optimiser step.
+    With no s yet (``grad_scale`` NaN) it returns 1.  :func:`train_run` therefore measures s
+    before its first step with :func:`score_probe` (one backward pass at q = 1, no optimiser
+    step): a first *step* at q = 1 would leave g0 ≈ s in Adam's second moment and, in the stall
+    regime (p0 ≲ 1e-20, ε = 1e-8), stall the later ε·10^margin-sized steps for thousands of
+    steps (measured with :mod:`sims.adaptive_escape`, docs/experiments/table1.md, "Adaptive q
+    in the stall regime").  :class:`HeldAdaptiveQ` holds its first value until the escape.
 
     >>> round(adaptive_q(math.log(1e-20), 1.0, adam_eps=1e-8, margin=2.0), 3)
     0.7
@@ -187,6 +188,44 @@ def adaptive_q(log_w_bar: float, grad_scale: float, *, adam_eps: float, margin: 
         return 1.0
     target = math.log(adam_eps) + margin * math.log(10.0) - math.log(grad_scale)
     return float(min(1.0, max(q_min, 1.0 - target / log_w_bar)))
+
+
+class HeldAdaptiveQ:
+    r"""The adaptive q of this package's Table-1 runs: :func:`adaptive_q` chosen once, at the
+    first call with a measured score scale s, held until the batch P reaches ``delta`` (the
+    escape), then :func:`adaptive_q` at every step.  A callable ``(log P, s) -> q``.
+
+    Why hold: the per-step rule keeps the gradient at ε·10^margin all the way up, so Adam moves
+    θ by about lr per step, while a fixed q lets P^(1-q)·s grow as P rises and Adam's lagging v̂
+    (β2 = 0.999) turn that growth into steps above lr.  Measured on the exact-gradient sigmoid
+    and latent models at p0 = 1e-20/1e-30 (:mod:`sims.adaptive_escape`): the held rule escapes
+    within 1.1x of the best fixed q of the grid, the per-step rule 2.1-2.3x slower.  After the
+    escape q falls toward ``q_min`` (RLVR's end, which fits noisy labels least, Prop. C.2).
+
+    >>> rule = HeldAdaptiveQ(adam_eps=1e-8, margin=2.0, delta=0.5)
+    >>> round(rule(math.log(1e-20), 1.0), 3), round(rule(math.log(1e-10), 1.0), 3)
+    (0.7, 0.7)
+    >>> rule(math.log(0.6), 1.0)
+    0.0
+    """
+
+    def __init__(self, *, adam_eps: float, margin: float, delta: float, q_min: float = 0.0):
+        if not 0.0 < delta <= 1.0:
+            raise ValueError(f"delta must lie in (0, 1], got {delta!r}")
+        self.adam_eps, self.margin, self.q_min = adam_eps, margin, q_min
+        self.log_delta = math.log(delta)
+        self.held: float | None = None
+        self.escaped = False
+
+    def __call__(self, log_p: float, grad_scale: float) -> float:
+        q = adaptive_q(log_p, grad_scale, adam_eps=self.adam_eps, margin=self.margin,
+                       q_min=self.q_min)  # fmt: skip
+        self.escaped = self.escaped or log_p >= self.log_delta
+        if self.escaped or not math.isfinite(grad_scale):
+            return q
+        if self.held is None:
+            self.held = q
+        return self.held
 
 
 # ----------------------------------------------------------------------------- one step
@@ -266,6 +305,24 @@ def batch_loss(model, batch: Batch, q: float, *, estimator: str, mode: str, M: i
                          coefs.coef_y.reshape(-1).float(), group_size=M,
                          reduction="mean")  # fmt: skip
     return loss, coefs, log_w
+
+
+def _adaptive_q_of(adam_eps: float, margin: float, log_p: float, grad_scale: float) -> float:
+    return adaptive_q(log_p, grad_scale, adam_eps=adam_eps, margin=margin)
+
+
+def score_probe(model, batch: Batch, log_w_bar: float, **kw) -> float:
+    """The score scale s = max |∂ℓ_1/∂θ| of ``batch`` at q = 1 (``log_w_bar`` ≤ 0 its log w̄,
+    the amplification P^0 = 1), from one backward pass and no optimiser step: the adaptive
+    rule's s before its first step, so Adam's moments only ever see steps at the chosen q.
+    Gradients are cleared afterwards; NaN when the batch carries no gradient."""
+    model.zero_grad(set_to_none=True)
+    loss, _, _ = batch_loss(model, batch, 1.0, **kw)
+    loss.backward()
+    gmax = max((float(p.grad.abs().max()) for p in model.parameters() if p.grad is not None),
+               default=0.0)  # fmt: skip
+    model.zero_grad(set_to_none=True)
+    return gmax if gmax > 0 else math.nan
 
 
 def rl_step(model, opt, batch: Batch, q: float, **kw):
@@ -396,11 +453,16 @@ def train_run(model, tok, world: World, setting: dict, key: int, answers: dict,
 
     ``setting``: estimator, mode, q, schedule (None, {"sft_steps": S} or "adaptive"), G, M, lr,
     adam_eps, max_new, eval_every, eval_k, eval_train_n (how many training questions, the first
-    in order, are evaluated), delta (escape threshold on the batch's P̂), adaptive_margin.
+    in order, are evaluated), delta (escape threshold on the batch's P̂), adaptive_margin,
+    adaptive ("held", the default: :class:`HeldAdaptiveQ`; "per_step": :func:`adaptive_q` at
+    every step).  The adaptive rule's first s comes from :func:`score_probe` (no optimiser
+    step), later ones from the previous step's gradient.
     ``key`` seeds prompts, samples and PAFT's draws.
     """
     G, M, S = setting["G"], setting["M"], setting["steps"]
     est, mode = setting["estimator"], setting["mode"]
+    if setting.get("adaptive", "held") not in ("held", "per_step"):
+        raise ValueError(f"adaptive must be 'held' or 'per_step', got {setting['adaptive']!r}")
     gen = torch.Generator().manual_seed(_torch_seed(key))
     eval_gen = torch.Generator()
     est_gen = torch.Generator().manual_seed(_torch_seed(key ^ 0xE57))
@@ -414,6 +476,11 @@ def train_run(model, tok, world: World, setting: dict, key: int, answers: dict,
     eval_steps = sorted(set(range(0, S + 1, setting["eval_every"])) | {S})
     ev = {}
     gscale = math.nan
+    if setting.get("adaptive", "held") == "held":
+        q_rule = HeldAdaptiveQ(adam_eps=setting["adam_eps"], margin=setting["adaptive_margin"],
+                               delta=setting["delta"])  # fmt: skip
+    else:
+        q_rule = functools.partial(_adaptive_q_of, setting["adam_eps"], setting["adaptive_margin"])
     kw = dict(estimator=est, mode=mode, M=M, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
               generator=est_gen)  # fmt: skip
     for step in range(S + 1):
@@ -439,8 +506,10 @@ def train_run(model, tok, world: World, setting: dict, key: int, answers: dict,
                                                 batch.completions)  # fmt: skip
         lwbar = _log_mean_exp(log_w_tf)
         if sched == "adaptive":
-            q = adaptive_q(lwbar, gscale, adam_eps=setting["adam_eps"],
-                           margin=setting["adaptive_margin"])  # fmt: skip
+            if not math.isfinite(gscale):  # first step: measure s without an optimiser step
+                model.train()
+                gscale = score_probe(model, batch, lwbar, **kw)
+            q = q_rule(lwbar, gscale)
         else:
             q = float(sched(step))
         model.train()

@@ -167,3 +167,48 @@ def test_base_model_is_cached_by_its_settings(tmp_path):
     assert base_key(WORLD, other) != info1["key"]
     with pytest.raises(ValueError, match="heads"):
         BaseSpec(hidden=10, heads=4)
+
+
+def _adaptive_setting(adaptive):
+    return {"estimator": "garl_rloo", "mode": "likelihood", "q": None, "schedule": "adaptive",
+            "G": 2, "M": M, "steps": 3, "lr": 1e-3, "adam_eps": 1e-8, "max_new": 4,
+            "eval_every": 3, "eval_k": 2, "eval_train_n": 2, "delta": 0.5,
+            "adaptive_margin": 2.0, "adaptive": adaptive}  # fmt: skip
+
+
+def test_adaptive_q_measures_s_before_its_first_step_and_holds_q(base):
+    """The adaptive rule's first q comes from a score probe (one backward at q = 1, no step),
+    so no step runs at q = 1 unless the rule asks for it; the probe leaves weights and
+    gradients untouched; the held rule keeps its first q until the batch P̂ reaches delta."""
+    from sims.table1_engine import HeldAdaptiveQ, make_batch, score_probe, train_run
+
+    model, tok = base
+    answers = {a: gold_answer(WORLD, a) for a in range(WORLD.n_entities)}
+    kw = dict(estimator="garl_rloo", mode="likelihood", M=M, eos_id=tok.eos_token_id,
+              pad_id=tok.pad_token_id, generator=None)  # fmt: skip
+    m = copy.deepcopy(model)
+    before = [p.detach().clone() for p in m.parameters()]
+    batch = make_batch(m, tok, WORLD, list(WORLD.train)[:2], answers, M, 4,
+                       torch.Generator().manual_seed(0), mode="likelihood")  # fmt: skip
+    s = score_probe(m, batch, -3.0, **kw)
+    assert math.isfinite(s) and s > 0
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))
+    assert all(p.grad is None for p in m.parameters())
+    for adaptive in ("held", "per_step"):
+        out = train_run(copy.deepcopy(model), tok, WORLD, _adaptive_setting(adaptive), 7,
+                        answers, answers)  # fmt: skip
+        log_p, q = out["step_log_p"], out["step_q"]
+        assert np.all((q >= 0) & (q <= 1))
+        # the base answers some questions (P̂ ≈ 1e-1), so the probed s puts q below 1 at once
+        assert log_p[0] > math.log(1e-3) and q[0] < 1.0
+        if adaptive == "held" and log_p[0] < math.log(0.5) and log_p[1] < math.log(0.5):
+            assert q[1] == q[0]
+    with pytest.raises(ValueError, match="adaptive"):
+        train_run(copy.deepcopy(model), tok, WORLD, _adaptive_setting("later"), 7, answers,
+                  answers)  # fmt: skip
+    rule = HeldAdaptiveQ(adam_eps=1e-8, margin=2.0, delta=0.5)
+    assert rule(-1.0, math.nan) == 1.0 and rule.held is None  # no s yet: not held
+    q0 = rule(math.log(1e-20), 1.0)
+    assert rule(math.log(1e-5), 1.0) == q0 == rule(math.log(1e-25), 50.0)  # held
+    assert rule(math.log(0.5), 1.0) == 0.0 and rule(math.log(1e-3), 1.0) == adaptive_q(
+        math.log(1e-3), 1.0, adam_eps=1e-8, margin=2.0)  # after the escape: the rule

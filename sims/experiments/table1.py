@@ -142,6 +142,11 @@ def settings(quick: bool) -> list[dict]:
             "n_seeds": p["seeds"][task] if isinstance(p["seeds"], dict) else p["seeds"],
             "id": f"{NAME}/{task}/{_slug(label)}/noise={noise:g}",
         })  # fmt: skip
+        if sched == "adaptive":
+            # the adaptive rule (sims.table1_engine.HeldAdaptiveQ: s probed before the first
+            # step, q held until the escape); a field of its own so that replacing the old
+            # per-step rule with a q = 1 first step recomputes only these settings
+            out[-1]["adaptive"] = "held"
     for task, label in p.get("trainer", ()):
         _, est, mode, q, sched = by_label[label]
         out.append({
