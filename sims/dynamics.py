@@ -6,7 +6,9 @@ is ``-∇J = Σ_j weights_j · P_j^(-q) · ∇P_j``; the amplification P^(-q) co
 
 Escape time = first time the model's monitor reaches δ (δ = 1/2 unless set).  A run that does
 not reach it within the budget is *censored*: it is returned with ``censored=True`` and time
-equal to the budget (a lower bound), never dropped.
+equal to the budget (a lower bound), never dropped.  :func:`gd_escape` steps its rows in the
+simulators' shared freeze-on-escape loop, :func:`sims.training.run_to_escape`: an escaped row is
+removed from the batch, the others go on until they escape or the budget is spent.
 
 >>> from sims.models import Sigmoid
 >>> r = flow_escape(Sigmoid(), 1e-2, q=0.5)

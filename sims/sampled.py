@@ -8,9 +8,12 @@ handed to an estimator from :mod:`tsallis.estimators` (one call for all rows), a
     θ ← θ + lr · Σ_m [ coef_z[m]·∇log p(z_m) + coef_y[m]·∇log p(y | z_m) ]
 
 (the negative gradient of the estimator's surrogate loss, docs/api-contract.md "Sign convention"),
-or the Adam step on that gradient (learning rate and ε per row, β shared; defaults β = (0.9, 0.999),
-ε = 1e-8).  The per-sample scores are the exact scores of the tabular models, and
-their coefficient-weighted sum equals the autograd gradient of ``tsallis.sequence_loss`` (tested).
+or the Adam step on that gradient (:func:`sims.training.adam_update`; learning rate and ε per
+row, β shared; defaults β = (0.9, 0.999), ε = 1e-8).  Escape sweeps (``freeze_escaped``) run in
+the shared freeze-on-escape loop :func:`sims.training.run_to_escape`: a row that reaches δ is
+removed from the batch with its optimiser state, rows that never do are censored at the budget.
+The per-sample scores are the exact scores of the tabular models, and their coefficient-weighted
+sum equals the autograd gradient of ``tsallis.sequence_loss`` (tested).
 
 Modes (the paper's Section 2; docs/conventions.md "Log-weights and the two modes"):
 

@@ -29,8 +29,9 @@ weights and tokens.
 **Training** (:func:`train`): each step draws G prompts and M rationales per prompt, builds the
 sequences, and calls :func:`tsallis.tsallis_logits_loss` on the shifted logits (the same entry a
 user's trainer takes, ``kernels`` torch path on CPU) with any estimator of
-:data:`tsallis.ESTIMATORS`; the loss is the mean over the G prompts.  SGD or Adam (bias-corrected,
-configurable ε) per member, per-member learning rate and q, and q may follow the SFT→RLVR step
+:data:`tsallis.ESTIMATORS`; the loss is the mean over the G prompts.  SGD or Adam
+(:func:`sims.training.adam_update`: bias-corrected, configurable ε) per member, per-member
+learning rate and q, and q may follow the SFT→RLVR step
 schedule :class:`tsallis.schedules.Step` (q = 1 before a switch step, then the member's q),
 evaluated for all members at once by :func:`q_at_step`.
 
@@ -39,7 +40,11 @@ evaluated for all members at once by :func:`q_at_step`.
 log-probs): an unbiased Monte Carlo estimate of P.  Verifier mode computes the same
 teacher-forced weights on its sampled rationales (an extra no-grad pass), so both modes measure
 P identically.  The escape step is the first step with P̂ ≥ δ.  :func:`estimate_p` gives a
-lower-variance estimate (every prompt, many rationales) used for p0.
+lower-variance estimate (every prompt, many rationales) used for p0.  The steps run in the
+shared freeze-on-escape loop :func:`sims.training.run_to_escape` in its masking style: an
+escaped member (``freeze_escaped``) stays in the ensemble with its weights and Adam state
+frozen, its update masked to zero; a diverged one (non-finite weights) is frozen too, its
+weights parked at a finite stand-in, and counts as censored unless it had escaped before.
 
 **Randomness.** Every random number (initial weights, prompts, token draws) comes from
 :func:`sims.rng.counter_uniform` keyed by the member's key and the step: a run is a pure function
