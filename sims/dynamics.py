@@ -222,8 +222,8 @@ def _gd_plain(model, q):
         return np.asarray(model.monitor(rows["th"]))
 
     def step(rows, t, active):
-        th = rows["th"]
-        return {"th": th + rows["et"] * _ascent(model, th, q), "et": rows["et"]}
+        rows["th"] = rows["th"] + rows["et"] * _ascent(model, rows["th"], q)
+        return rows
 
     return monitor, step
 
@@ -249,7 +249,8 @@ def _gd_fused(model, q):
         else:
             P, dP = rows["P"], rows["dP"]
         th = th + rows["et"] * np.einsum("j,...j,...jd->...d", weights, amp(P, q), dP)
-        weights, P, dP = model.terms(th)
-        return {"th": th, "et": rows["et"], "P": P, "dP": dP}
+        weights, rows["P"], rows["dP"] = model.terms(th)
+        rows["th"] = th
+        return rows
 
     return monitor, step

@@ -170,15 +170,19 @@ def run_to_escape(
     censored = np.ones(R, dtype=bool)
     active = np.ones(R, dtype=bool)
     pending = np.ones(R, dtype=bool)  # not escaped (nor retired): escapes still to be marked
+    n_active = R  # active.sum(), kept as an int: the check runs every step
     t = 0
     while True:
         if retire is not None:
             lost = np.asarray(retire(rows, t, active), dtype=bool)
             active &= ~lost
             pending &= ~lost
+            n_active = int(active.sum())
         values = monitor(rows, t, active)
-        if mark:
-            hit = np.asarray(values >= delta, dtype=bool)
+        # the common step has no escape: one comparison and one any() (the hot loop of GD)
+        hit = values >= delta if mark else None
+        if mark and hit.any():
+            hit = np.asarray(hit, dtype=bool)
             if drop:  # values of the active rows, in order; map them to the batch
                 hit_all = np.zeros(R, dtype=bool)
                 hit_all[active] = hit
@@ -193,11 +197,10 @@ def run_to_escape(
                         hit_rows = new[active]
                         if on_freeze is not None:
                             on_freeze(rows, hit_rows, np.flatnonzero(new))
-                        active &= ~new
                         rows = _drop(rows, ~hit_rows)
-                    else:
-                        active &= ~new
-        if t == max_steps or not active.any():
+                    active &= ~new
+                    n_active = int(active.sum())
+        if t == max_steps or n_active == 0:
             return EscapeRun(steps, censored, rows, active, t)
         rows = step(rows, t, active)
         t += 1

@@ -201,8 +201,11 @@ def adam_exact_escape(
         th = rows["th"]
         w, P, dP = model.terms(th)
         g = np.einsum("j,rj,rjd->rd", w, np.exp(-rows["q"] * np.log(P)), dP)
-        m, v, upd = adam_update(rows["m"], rows["v"], g, t + 1, rows["lr"], rows["eps"], betas)
-        return {**rows, "th": th + upd, "m": m, "v": v}
+        rows["m"], rows["v"], upd = adam_update(
+            rows["m"], rows["v"], g, t + 1, rows["lr"], rows["eps"], betas
+        )
+        rows["th"] = th + upd
+        return rows
 
     run = run_to_escape(
         rows, R, monitor=monitor, step=step, max_steps=int(max_steps), delta=delta
