@@ -141,7 +141,8 @@ def run_to_escape(
         delta: the escape threshold the monitor's values are compared with (``values >= delta``;
             a simulator that monitors log P passes log δ).
         active: ``[R]`` bool numpy mask over the original rows, the ones still stepped (drop:
-            the rows of ``rows``, in order).
+            the rows of ``rows``, in order); the loop updates it in place, so a callable that
+            keeps it must copy it.
         drop: freeze by dropping rows (True) or by the ``active`` mask (False).
         freeze: stop stepping a row once it escaped; False trains every row for the whole budget
             (its first escape is still marked if ``mark``).
@@ -159,6 +160,10 @@ def run_to_escape(
     """
     if not (isinstance(max_steps, (int, np.integer)) and max_steps >= 0):
         raise ValueError(f"max_steps must be a non-negative int, got {max_steps!r}")
+    if not (callable(monitor) and callable(step)):
+        raise TypeError("monitor and step must be callables (rows, t, active)")
+    if not (isinstance(n_rows, (int, np.integer)) and n_rows >= 0):
+        raise ValueError(f"n_rows must be a non-negative int, got {n_rows!r}")
     if freeze and not mark:
         raise ValueError("freeze=True needs mark=True (a row freezes when its escape is marked)")
     if drop and retire is not None:

@@ -199,6 +199,10 @@ def test_loop_rejects_bad_options():
     rows = {"x": np.zeros(2)}
     with pytest.raises(ValueError, match="max_steps"):
         run_to_escape(rows, 2, max_steps=-1, **kw)
+    with pytest.raises(ValueError, match="n_rows"):
+        run_to_escape(rows, -2, max_steps=1, **kw)
+    with pytest.raises(TypeError, match="callables"):
+        run_to_escape(rows, 2, max_steps=1, **{**kw, "step": None})
     with pytest.raises(ValueError, match="mark"):
         run_to_escape(rows, 2, max_steps=1, mark=False, **kw)
     with pytest.raises(ValueError, match="retire"):
