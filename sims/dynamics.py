@@ -6,7 +6,9 @@ is ``-∇J = Σ_j weights_j · P_j^(-q) · ∇P_j``; the amplification P^(-q) co
 
 Escape time = first time the model's monitor reaches δ (δ = 1/2 unless set).  A run that does
 not reach it within the budget is *censored*: it is returned with ``censored=True`` and time
-equal to the budget (a lower bound), never dropped.
+equal to the budget (a lower bound), never dropped.  :func:`gd_escape` steps its rows in the
+simulators' shared freeze-on-escape loop, :func:`sims.training.run_to_escape`: an escaped row is
+removed from the batch, the others go on until they escape or the budget is spent.
 
 >>> from sims.models import Sigmoid
 >>> r = flow_escape(Sigmoid(), 1e-2, q=0.5)
@@ -24,6 +26,7 @@ from scipy.integrate import solve_ivp
 import tsallis
 
 from . import _fast
+from .training import run_to_escape
 
 __all__ = [
     "exact_ascent",
@@ -199,54 +202,55 @@ def gd_escape(model, theta0, q, eta, max_steps, delta=0.5):
         raise ValueError("eta must be positive")
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-    steps = np.full(R, int(max_steps), dtype=np.int64)
-    censored = np.ones(R, dtype=bool)
-    done = np.asarray(model.monitor(theta)) >= delta
-    steps[done], censored[done] = 0, False
-    active = np.flatnonzero(~done)
-    th, et = theta[active], eta[active, None]
     # A model with ``_monitor_of_P`` reads the monitor off the P its ``terms`` already computed,
     # so each step evaluates the model once: terms(θ_{t+1}) serve both the escape check after
     # step t and the gradient of step t+1 (the same numbers as calling monitor and terms apart).
-    monitor_of_P = getattr(model, "_monitor_of_P", None)
+    fused = getattr(model, "_monitor_of_P", None) is not None
+    monitor, step = _gd_fused(model, q) if fused else _gd_plain(model, q)
+    rows = {"th": theta, "et": eta[:, None]}
     with np.errstate(divide="ignore"):
-        if monitor_of_P is None:
-            _gd_loop_plain(model, th, et, q, delta, max_steps, active, steps, censored)
-        else:
-            _gd_loop_fused(model, th, et, q, delta, max_steps, active, steps, censored)
-    return steps, censored
+        run = run_to_escape(
+            rows, R, monitor=monitor, step=step, max_steps=int(max_steps), delta=delta
+        )
+    return run.steps, run.censored
 
 
-def _gd_loop_plain(model, th, et, q, delta, max_steps, active, steps, censored):
-    """GD steps for the rows ``active`` (params ``th``, steps ``et``); fills steps/censored."""
-    for t in range(max_steps):
-        if not active.size:
-            return
-        th = th + et * _ascent(model, th, q)
-        hit = model.monitor(th) >= delta
-        if hit.any():
-            idx = np.flatnonzero(hit)
-            steps[active[idx]] = t + 1
-            censored[active[idx]] = False
-            keep = ~hit
-            active, th, et = active[keep], th[keep], et[keep]
+def _gd_plain(model, q):
+    """GD's monitor and step for :func:`sims.training.run_to_escape`, rows ``{th, et}``."""
+
+    def monitor(rows, t, active):
+        return np.asarray(model.monitor(rows["th"]))
+
+    def step(rows, t, active):
+        rows["th"] = rows["th"] + rows["et"] * _ascent(model, rows["th"], q)
+        return rows
+
+    return monitor, step
 
 
-def _gd_loop_fused(model, th, et, q, delta, max_steps, active, steps, censored):
-    """As :func:`_gd_loop_plain`, one ``model.terms`` call a step (monitor read off its P)."""
-    if not active.size:
-        return
-    weights, P, dP = model.terms(th)
+def _gd_fused(model, q):
+    """As :func:`_gd_plain`, one ``model.terms`` call a step: the rows also carry that call's
+    P and ∇P, the monitor after step t is read off P and they give the gradient of step t + 1.
+    The start (t = 0) uses ``model.monitor``; the first step computes the terms of the rows
+    still active."""
     amp = _fast.amplification
-    for t in range(max_steps):
-        th = th + et * np.einsum("j,...j,...jd->...d", weights, amp(P, q), dP)
-        weights, P, dP = model.terms(th)
-        hit = model._monitor_of_P(P) >= delta
-        if hit.any():
-            idx = np.flatnonzero(hit)
-            steps[active[idx]] = t + 1
-            censored[active[idx]] = False
-            keep = ~hit
-            if not keep.any():
-                return
-            active, th, et, P, dP = active[keep], th[keep], et[keep], P[keep], dP[keep]
+    weights = None
+
+    def monitor(rows, t, active):
+        if t == 0:
+            return np.asarray(model.monitor(rows["th"]))
+        return model._monitor_of_P(rows["P"])
+
+    def step(rows, t, active):
+        nonlocal weights
+        th = rows["th"]
+        if t == 0:
+            weights, P, dP = model.terms(th)
+        else:
+            P, dP = rows["P"], rows["dP"]
+        th = th + rows["et"] * np.einsum("j,...j,...jd->...d", weights, amp(P, q), dP)
+        weights, rows["P"], rows["dP"] = model.terms(th)
+        rows["th"] = th
+        return rows
+
+    return monitor, step

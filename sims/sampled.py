@@ -8,9 +8,12 @@ handed to an estimator from :mod:`tsallis.estimators` (one call for all rows), a
     θ ← θ + lr · Σ_m [ coef_z[m]·∇log p(z_m) + coef_y[m]·∇log p(y | z_m) ]
 
 (the negative gradient of the estimator's surrogate loss, docs/api-contract.md "Sign convention"),
-or the Adam step on that gradient (learning rate and ε per row, β shared; defaults β = (0.9, 0.999),
-ε = 1e-8).  The per-sample scores are the exact scores of the tabular models, and
-their coefficient-weighted sum equals the autograd gradient of ``tsallis.sequence_loss`` (tested).
+or the Adam step on that gradient (:func:`sims.training.adam_update`; learning rate and ε per
+row, β shared; defaults β = (0.9, 0.999), ε = 1e-8).  Escape sweeps (``freeze_escaped``) run in
+the shared freeze-on-escape loop :func:`sims.training.run_to_escape`: a row that reaches δ is
+removed from the batch with its optimiser state, rows that never do are censored at the budget.
+The per-sample scores are the exact scores of the tabular models, and their coefficient-weighted
+sum equals the autograd gradient of ``tsallis.sequence_loss`` (tested).
 
 Modes (the paper's Section 2; docs/conventions.md "Log-weights and the two modes"):
 
@@ -31,6 +34,7 @@ import torch.nn.functional as F
 from tsallis import estimators as _est
 
 from .rng import counter_uniform
+from .training import adam_update, run_to_escape
 
 __all__ = ["SampledRun", "train_sampled", "draw_and_score", "SUPPORTED_MODES"]
 
@@ -289,84 +293,71 @@ def _train_sampled(
         raise ValueError(f"an array q must have shape [{R}], got {q_np.shape}")
     q_a = torch.as_tensor(q_np) if per_row_q else float(q_np)
 
-    steps = np.full(R, max_steps, dtype=np.int64)
-    censored = np.ones(R, dtype=bool)
     curves = None if rec is None else np.full((R, rec.size), np.nan)
+    rec_ptr = 0
+    adam = optimizer == "adam"
+    # per-row state (rows dropped on escape by run_to_escape): parameters, step sizes, keys,
+    # per-row q and ε where given, Adam's moments, and the per-row monitor accumulators
+    rows = {"th": theta, "lr": lr_all[:, None], "key": keys}
+    if per_row_q:
+        rows["q"] = q_a
+    if per_row_eps:
+        rows["eps"] = eps_a
+    if adam:
+        rows["m1"], rows["m2"] = torch.zeros_like(theta), torch.zeros_like(theta)
+    rows["stall"] = torch.zeros(R, dtype=torch.int64)
+    rows["max"] = torch.full((R,), -math.inf, dtype=torch.float64)
+    rows["min"] = torch.full((R,), math.inf, dtype=torch.float64)
+    n_stalled = np.zeros(R, dtype=np.int64)
     max_mon = np.full(R, -np.inf)
     min_mon = np.full(R, np.inf)
-    n_stalled = np.zeros(R, dtype=np.int64)
-    n_taken = np.zeros(R, dtype=np.int64)
 
-    active = torch.arange(R)
-    m1 = torch.zeros_like(theta)
-    m2 = torch.zeros_like(theta)
-    th, lr_a, key_a = theta, lr_all[:, None], keys
-    rec_ptr = 0
-    P = _monitor_torch(model, th)
-    if freeze_escaped:
-        hit = (P >= delta).numpy()
-        steps[hit], censored[hit] = 0, False
-    if rec is not None and rec_ptr < rec.size and rec[0] == 0:
-        curves[active.numpy(), 0] = P.numpy()
-        rec_ptr = 1
-    if freeze_escaped:
-        keep = torch.as_tensor(~hit)
-        active, th, lr_a, key_a = active[keep], th[keep], lr_a[keep], key_a[keep]
-        m1, m2 = m1[keep], m2[keep]
-        if per_row_q:
-            q_a = q_a[keep]
-        if per_row_eps:
-            eps_a = eps_a[keep]
-    acc_stall = torch.zeros(active.shape[0], dtype=torch.int64)
-    acc_max = torch.full((active.shape[0],), -math.inf, dtype=torch.float64)
-    acc_min = torch.full((active.shape[0],), math.inf, dtype=torch.float64)
-
-    def flush(rows: torch.Tensor, n_steps_each: int | np.ndarray):
-        idx = active[rows].numpy()
-        n_stalled[idx] += acc_stall[rows].numpy()
-        max_mon[idx] = np.maximum(max_mon[idx], acc_max[rows].numpy())
-        min_mon[idx] = np.minimum(min_mon[idx], acc_min[rows].numpy())
-        n_taken[idx] = n_steps_each if np.isscalar(n_steps_each) else n_steps_each
-
-    t = 0
-    while active.numel() and t < max_steps:
-        draw = draw_and_score(model, th, M, key_a, t, mode)
-        coef = est_fn(draw.log_w, q_a, **est_kwargs)
-        g = draw.direction(coef.coef_z, coef.coef_y)  # ascent direction on -l_q
-        acc_stall += coef.stalled.to(torch.int64)
-        mon = coef.max_amplified_advantage.to(torch.float64)
-        acc_max = torch.maximum(acc_max, mon)
-        acc_min = torch.minimum(acc_min, mon)
-        if optimizer == "sgd":
-            th = th + lr_a * g
-        else:
-            m1 = b1 * m1 + (1 - b1) * g
-            m2 = b2 * m2 + (1 - b2) * g * g
-            m1h = m1 / (1 - b1 ** (t + 1))
-            m2h = m2 / (1 - b2 ** (t + 1))
-            th = th + lr_a * m1h / (m2h.sqrt() + eps_a)
-        t += 1
-        P = _monitor_torch(model, th)
+    def monitor(rows, t, active):
+        nonlocal rec_ptr
+        P = _monitor_torch(model, rows["th"])
         if rec is not None and rec_ptr < rec.size and rec[rec_ptr] == t:
-            curves[active.numpy(), rec_ptr] = P.numpy()
+            curves[active, rec_ptr] = P.numpy()
             rec_ptr += 1
-        if freeze_escaped:
-            hit = P >= delta
-            if bool(hit.any()):
-                hit_rows = torch.nonzero(hit).flatten()
-                idx = active[hit_rows].numpy()
-                steps[idx], censored[idx] = t, False
-                flush(hit_rows, t)
-                keep = ~hit
-                active, th, lr_a, key_a = active[keep], th[keep], lr_a[keep], key_a[keep]
-                m1, m2 = m1[keep], m2[keep]
-                if per_row_q:
-                    q_a = q_a[keep]
-                if per_row_eps:
-                    eps_a = eps_a[keep]
-                acc_stall, acc_max, acc_min = acc_stall[keep], acc_max[keep], acc_min[keep]
-        if progress is not None and t % 64 == 0:
+        return P
+
+    def step(rows, t, active):
+        th = rows["th"]
+        draw = draw_and_score(model, th, M, rows["key"], t, mode)
+        coef = est_fn(draw.log_w, rows["q"] if per_row_q else q_a, **est_kwargs)
+        g = draw.direction(coef.coef_z, coef.coef_y)  # ascent direction on -l_q
+        mon = coef.max_amplified_advantage.to(torch.float64)
+        out = {**rows, "stall": rows["stall"] + coef.stalled.to(torch.int64),
+               "max": torch.maximum(rows["max"], mon), "min": torch.minimum(rows["min"], mon)}
+        if adam:
+            eps = rows["eps"] if per_row_eps else eps_a
+            out["m1"], out["m2"], upd = adam_update(
+                rows["m1"], rows["m2"], g, t + 1, rows["lr"], eps, (b1, b2)
+            )
+            out["th"] = th + upd
+        else:
+            out["th"] = th + rows["lr"] * g
+        if progress is not None and (t + 1) % 64 == 0:
             progress(64)
-    if active.numel():
-        flush(torch.arange(active.numel()), t)
-    return SampledRun(steps, censored, curves, max_mon, min_mon, n_stalled / np.maximum(n_taken, 1))
+        return out
+
+    def flush(rows, sel, idx):
+        """Move the monitor accumulators of state rows ``sel`` (original rows ``idx``) out."""
+        n_stalled[idx] += rows["stall"][sel].numpy()
+        max_mon[idx] = np.maximum(max_mon[idx], rows["max"][sel].numpy())
+        min_mon[idx] = np.minimum(min_mon[idx], rows["min"][sel].numpy())
+
+    def on_freeze(rows, hit, idx):
+        flush(rows, torch.from_numpy(hit), idx)
+
+    run = run_to_escape(
+        rows, R, monitor=monitor, step=step, max_steps=max_steps, delta=delta,
+        freeze=freeze_escaped, mark=freeze_escaped, on_freeze=on_freeze,
+    )  # fmt: skip
+    if run.active.any():
+        left = np.flatnonzero(run.active)
+        flush(run.rows, torch.ones(left.size, dtype=torch.bool), left)
+    # rows frozen at their escape step took that many steps; the others ran the whole loop
+    n_taken = np.where(run.censored, run.t, run.steps)
+    return SampledRun(
+        run.steps, run.censored, curves, max_mon, min_mon, n_stalled / np.maximum(n_taken, 1)
+    )

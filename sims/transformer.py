@@ -29,8 +29,9 @@ weights and tokens.
 **Training** (:func:`train`): each step draws G prompts and M rationales per prompt, builds the
 sequences, and calls :func:`tsallis.tsallis_logits_loss` on the shifted logits (the same entry a
 user's trainer takes, ``kernels`` torch path on CPU) with any estimator of
-:data:`tsallis.ESTIMATORS`; the loss is the mean over the G prompts.  SGD or Adam (bias-corrected,
-configurable ε) per member, per-member learning rate and q, and q may follow the SFT→RLVR step
+:data:`tsallis.ESTIMATORS`; the loss is the mean over the G prompts.  SGD or Adam
+(:func:`sims.training.adam_update`: bias-corrected, configurable ε) per member, per-member
+learning rate and q, and q may follow the SFT→RLVR step
 schedule :class:`tsallis.schedules.Step` (q = 1 before a switch step, then the member's q),
 evaluated for all members at once by :func:`q_at_step`.
 
@@ -39,7 +40,11 @@ evaluated for all members at once by :func:`q_at_step`.
 log-probs): an unbiased Monte Carlo estimate of P.  Verifier mode computes the same
 teacher-forced weights on its sampled rationales (an extra no-grad pass), so both modes measure
 P identically.  The escape step is the first step with P̂ ≥ δ.  :func:`estimate_p` gives a
-lower-variance estimate (every prompt, many rationales) used for p0.
+lower-variance estimate (every prompt, many rationales) used for p0.  The steps run in the
+shared freeze-on-escape loop :func:`sims.training.run_to_escape` in its masking style: an
+escaped member (``freeze_escaped``) stays in the ensemble with its weights and Adam state
+frozen, its update masked to zero; a diverged one (non-finite weights) is frozen too, its
+weights parked at a finite stand-in, and counts as censored unless it had escaped before.
 
 **Randomness.** Every random number (initial weights, prompts, token draws) comes from
 :func:`sims.rng.counter_uniform` keyed by the member's key and the step: a run is a pure function
@@ -61,6 +66,7 @@ from tsallis import shift_for_causal_lm, tsallis_logits_loss
 from tsallis.estimators import RANDOMIZED, get_estimator
 
 from .rng import counter_uniform
+from .training import adam_update, run_to_escape
 
 __all__ = [
     "Task",
@@ -578,41 +584,43 @@ def _train(
     verifier = mode == "verifier"
     log_p_hat = np.full((E, steps + 1), np.nan)
     monitor = np.full((E, steps + 1), np.nan)
-    escaped_at = np.full(E, -1, dtype=np.int64)
-    active = np.ones(E, dtype=bool)
     grad0 = np.zeros(E)
     diverged = np.zeros(E, dtype=bool)
-    for step in range(steps + 1):
+    now = {}  # the step's batch and logits: sampled by the monitor, trained on by the step
+
+    def retire(_, t, active):
         bad = _nonfinite_members(params)
         if bad.any():  # diverged: mark, freeze, and park its weights at a finite stand-in
-            diverged |= bad
-            active &= ~bad
+            diverged[:] |= bad
             _park(params, torch.as_tensor(bad))
-        batch = sample_sequences(params, task, spec, keys_t, step, G, M, verifier=verifier)
+        return bad
+
+    def measure(_, t, active):
+        batch = sample_sequences(params, task, spec, keys_t, t, G, M, verifier=verifier)
         logits = forward(params, batch.ids, spec)
         if verifier:
             lw = answer_logprob(params, batch, spec)  # [E, N] float64, gold answer forced
         else:  # the sequences are the gold-forced ones: reuse the logits
             lw = _answer_logprob_from(logits.detach(), batch)
         lp = (torch.logsumexp(lw, 1) - math.log(lw.shape[1])).numpy()
-        log_p_hat[:, step] = np.where(active | ~freeze_escaped, lp, np.nan)
-        newly = (escaped_at < 0) & (lp >= math.log(delta))
-        escaped_at[newly] = step
-        if freeze_escaped:
-            active &= escaped_at < 0
-        if step == steps or not active.any():
-            break
-        q_now = q_at_step(q, step, sw)
+        log_p_hat[:, t] = np.where(active | ~freeze_escaped, lp, np.nan)
+        now["batch"], now["logits"] = batch, logits
+        return lp
+
+    def update(_, t, active):
+        nonlocal grad0
+        batch, logits = now.pop("batch"), now.pop("logits")
+        q_now = q_at_step(q, t, sw)
         loss, info = sequence_loss(
             logits, batch, task, torch.as_tensor(np.repeat(q_now, G)), M,
             estimator=estimator, verifier=verifier, **est_opts,
         )  # fmt: skip
         mon = info.max_amplified_advantage.reshape(E, G).amax(1).detach().double().numpy()
-        monitor[:, step] = np.where(active | ~freeze_escaped, mon, np.nan)
+        monitor[:, t] = np.where(active | ~freeze_escaped, mon, np.nan)
         grads = torch.autograd.grad(loss, [params[k] for k in names])
-        act = torch.as_tensor(active if freeze_escaped else ~diverged)
+        act = torch.as_tensor(active)
         with torch.no_grad():
-            if step == 0:
+            if t == 0:
                 grad0 = np.max(
                     np.stack([g.reshape(E, -1).abs().amax(1).double().numpy() for g in grads]), 0
                 )
@@ -621,20 +629,23 @@ def _train(
                 a = act.reshape((E,) + (1,) * (p.dim() - 1))
                 if optimizer == "sgd":
                     upd = lr_b[k] * g
-                else:
-                    m_new = b1 * m_state[k] + (1 - b1) * g
-                    v_new = b2 * v_state[k] + (1 - b2) * g * g
+                else:  # frozen members keep their moments (and weights: upd is masked)
+                    m_new, v_new, upd = adam_update(
+                        m_state[k], v_state[k], g, t + 1, lr_b[k], eps_b[k], (b1, b2)
+                    )
                     m_state[k] = torch.where(a, m_new, m_state[k])
                     v_state[k] = torch.where(a, v_new, v_state[k])
-                    t_ = step + 1
-                    mh = m_state[k] / (1 - b1**t_)
-                    vh = v_state[k] / (1 - b2**t_)
-                    upd = lr_b[k] * mh / (vh.sqrt() + eps_b[k])
                 p.sub_(torch.where(a, upd, torch.zeros_like(upd)))
-    done = escaped_at >= 0
+        return _
+
+    # P̂ is compared in log space, log P̂ ≥ log δ, as it is computed
+    run = run_to_escape(
+        None, E, monitor=measure, step=update, max_steps=steps, delta=math.log(delta),
+        drop=False, freeze=freeze_escaped, retire=retire,
+    )  # fmt: skip
     return TrainResult(
-        steps=np.where(done, escaped_at, steps),
-        censored=~done,
+        steps=run.steps,
+        censored=run.censored,
         diverged=diverged,
         log_p_hat=log_p_hat,
         monitor=monitor,

@@ -47,6 +47,7 @@ import numpy as np
 from scipy.integrate import quad
 
 from ..analysis import escape_summary
+from ..training import adam_update, run_to_escape
 from . import Experiment
 from ._common import fmt_p, model_of, run_sampled
 
@@ -251,8 +252,9 @@ def adam_exact_escape(
     many runs at once, deterministic.
 
     Per row: m ← β1 m + (1-β1) g, v ← β2 v + (1-β2) g², θ ← θ + lr·m̂/(√v̂ + ε) with the
-    bias-corrected m̂ = m/(1-β1^t), v̂ = v/(1-β2^t), the update of
-    :func:`sims.sampled.train_sampled`.
+    bias-corrected m̂ = m/(1-β1^t), v̂ = v/(1-β2^t): :func:`sims.training.adam_update`, the
+    update of :func:`sims.sampled.train_sampled`, in the freeze-on-escape loop
+    :func:`sims.training.run_to_escape` (escaped rows are dropped).
 
     Args: theta0 [R, D]; q, lr, eps: floats or [R]; max_steps: the budget.
     Returns (steps [R] int64, censored [R] bool): the first step after which monitor ≥ δ, or the
@@ -279,29 +281,27 @@ def adam_exact_escape(
     b1, b2 = (float(b) for b in betas)
     if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
         raise ValueError(f"betas must lie in [0, 1), got {betas!r}")
-    steps = np.full(R, int(max_steps), dtype=np.int64)
-    censored = np.ones(R, dtype=bool)
-    done = np.asarray(model.monitor(theta)) >= delta
-    steps[done], censored[done] = 0, False
-    active = np.flatnonzero(~done)
-    th, qa, la, ea = theta[active], q[active, None], lr[active, None], eps[active, None]
-    m = np.zeros_like(th)
-    v = np.zeros_like(th)
-    for t in range(1, int(max_steps) + 1):
-        if not active.size:
-            break
+    betas = (b1, b2)
+    rows = {"th": theta, "q": q[:, None], "lr": lr[:, None], "eps": eps[:, None]}
+    rows["m"], rows["v"] = np.zeros_like(theta), np.zeros_like(theta)
+
+    def monitor(rows, t, active):
+        return np.asarray(model.monitor(rows["th"]))
+
+    def step(rows, t, active):
+        th = rows["th"]
         w, P, dP = model.terms(th)
-        g = np.einsum("j,rj,rjd->rd", w, np.exp(-qa * np.log(P)), dP)
-        m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * g * g
-        th = th + la * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + ea)
-        hit = np.asarray(model.monitor(th)) >= delta
-        if hit.any():
-            steps[active[hit]], censored[active[hit]] = t, False
-            keep = ~hit
-            active, th, qa, la, ea = active[keep], th[keep], qa[keep], la[keep], ea[keep]
-            m, v = m[keep], v[keep]
-    return steps, censored
+        g = np.einsum("j,rj,rjd->rd", w, np.exp(-rows["q"] * np.log(P)), dP)
+        rows["m"], rows["v"], upd = adam_update(
+            rows["m"], rows["v"], g, t + 1, rows["lr"], rows["eps"], betas
+        )
+        rows["th"] = th + upd
+        return rows
+
+    run = run_to_escape(
+        rows, R, monitor=monitor, step=step, max_steps=int(max_steps), delta=delta
+    )
+    return run.steps, run.censored
 
 
 # --------------------------------------------------------------------------------------------
