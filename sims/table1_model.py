@@ -40,8 +40,9 @@ class BaseSpec:
 
     ``hidden``/``layers``/``heads``/``kv_heads``/``mlp``: the Qwen2 config (intermediate size
     mlp·hidden); ``steps``, ``batch``, ``lr``: pre-training (AdamW, no weight decay);
-    ``task_hops``: the hop counts of the questions pre-trained with their chains; ``seed``:
-    initial weights and data order.
+    ``task_hops``: the hop counts of the questions pre-trained with their chains;
+    ``copy_share``: the share of copy drills (:func:`sims.table1_task.pretrain_texts`; 0 = none);
+    ``seed``: initial weights and data order.
     """
 
     hidden: int = 64
@@ -54,6 +55,7 @@ class BaseSpec:
     lr: float = 3e-3
     task_hops: tuple = (1, 2)
     seed: int = 0
+    copy_share: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "task_hops", tuple(int(k) for k in self.task_hops))
@@ -66,6 +68,8 @@ class BaseSpec:
                 f"BaseSpec: heads ({self.heads}) must divide hidden ({self.hidden}) and "
                 f"kv_heads ({self.kv_heads}) must divide heads"
             )
+        if not 0.0 <= self.copy_share < 1.0:
+            raise ValueError(f"BaseSpec.copy_share must lie in [0, 1), got {self.copy_share!r}")
         if not self.lr > 0:
             raise ValueError(f"BaseSpec.lr must be > 0, got {self.lr!r}")
 
@@ -124,7 +128,8 @@ def pretrain(world: World, spec: BaseSpec, *, log_every: int = 0):
         model.train()
         losses = np.zeros(spec.steps)
         for step in range(spec.steps):
-            texts = pretrain_texts(world, rng, spec.batch, task_hops=spec.task_hops)
+            texts = pretrain_texts(world, rng, spec.batch, task_hops=spec.task_hops,
+                                   copy_share=spec.copy_share)  # fmt: skip
             x, m = _padded(encode_words(tok, texts), tok.pad_token_id)
             logits = model(input_ids=x, attention_mask=m).logits[:, :-1]
             tgt = x[:, 1:].masked_fill(m[:, 1:] == 0, -100)
@@ -145,8 +150,10 @@ def pretrain(world: World, spec: BaseSpec, *, log_every: int = 0):
 
 def base_key(world: World, spec: BaseSpec) -> str:
     """16 hex digits identifying a pre-trained model (settings + BASE_VERSION)."""
-    body = {"world": dataclasses.asdict(world), "spec": dataclasses.asdict(spec),
-            "version": BASE_VERSION}  # fmt: skip
+    spec_d = dataclasses.asdict(spec)
+    if spec_d["copy_share"] == 0.0:  # the field postdates cached bases: keep their keys
+        del spec_d["copy_share"]
+    body = {"world": dataclasses.asdict(world), "spec": spec_d, "version": BASE_VERSION}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -212,7 +212,7 @@ def noisy_answers(world: World, label_noise: float, seed: int = 0) -> dict[int, 
 
 def pretrain_texts(world: World, rng: np.random.Generator, n: int, *,
                    task_hops=(1, 2), max_free_hops: int = 4,
-                   mix=(0.4, 0.2, 0.4)) -> list[list[str]]:  # fmt: skip
+                   mix=(0.4, 0.2, 0.4), copy_share: float = 0.0) -> list[list[str]]:  # fmt: skip
     """``n`` pre-training sequences (word lists, EOS appended), the base model's curriculum:
 
     * with probability mix[0], a fact ``e_a > e_f(a)`` about any entity;
@@ -221,6 +221,12 @@ def pretrain_texts(world: World, rng: np.random.Generator, n: int, *,
       answer_len), its written chain and answer (the output format and the copy into the answer
       alphabet).
 
+    With ``copy_share`` > 0 that share of the sequences (the rest keeps ``mix``) is a *copy*
+    drill instead: a free chain of 1..max_free_hops entities from any start, held-out ones
+    included, written in the completion format and copied into the answer alphabet
+    (``e_a e_f(a) = A_f(a)``), with no question: the copy rule for every entity, no answer to
+    any question.
+
     Every sequence starts with a random filler prefix of 0..prefix_len words (so that "copy the
     entity before ``=``" is a rule relative to the content, not to a position).  Held-out starts
     never appear in a question.  (``task_hops`` holding RL's ``world.hops`` makes the RL
@@ -228,6 +234,8 @@ def pretrain_texts(world: World, rng: np.random.Generator, n: int, *,
     """
     if len(mix) != 3 or min(mix) < 0 or not math.isclose(sum(mix), 1.0):
         raise ValueError(f"mix must be three non-negative shares summing to 1, got {mix!r}")
+    if not 0.0 <= copy_share < 1.0:
+        raise ValueError(f"copy_share must lie in [0, 1), got {copy_share!r}")
     hops_set = [int(k) for k in task_hops]
     if not hops_set or min(hops_set) < world.answer_len:
         raise ValueError(
@@ -235,11 +243,19 @@ def pretrain_texts(world: World, rng: np.random.Generator, n: int, *,
             f"{task_hops!r}"
         )
     ne, train = world.n_entities, world.train
-    kind = rng.choice(3, size=n, p=list(mix))
+    if copy_share > 0:  # a 4th kind; at 0 the draws are exactly those of the 3-kind mix
+        kind = rng.choice(4, size=n, p=[m * (1 - copy_share) for m in mix] + [copy_share])
+    else:
+        kind = rng.choice(3, size=n, p=list(mix))
     out = []
     for i in range(n):
         pre = [f"_{p}" for p in rng.integers(0, world.n_fillers, int(rng.integers(0, world.prefix_len + 1)))]  # noqa: E501
-        if kind[i] == 2:
+        if kind[i] == 3:
+            a = int(rng.integers(0, ne))
+            c = [a, *chain(world, a, int(rng.integers(0, max_free_hops)))]
+            words = completion_words(c, c[-world.answer_len :]) if len(c) >= world.answer_len \
+                else completion_words(c, c)
+        elif kind[i] == 2:
             a = int(train[int(rng.integers(0, len(train)))])
             k = hops_set[int(rng.integers(0, len(hops_set)))]
             c = chain(world, a, k)

@@ -1,5 +1,6 @@
-"""The table1 experiment's quick preset (the 'cold' question set, one seed), with assertions on
-what it establishes; the analysis helpers on fixed inputs."""
+"""The table1 experiment's quick preset (the 'cold' question set, one seed; the 'reachable' set,
+GARL q = 0.25, three seeds), with assertions on what it establishes; the analysis helpers on
+fixed inputs."""
 
 from __future__ import annotations
 
@@ -22,13 +23,20 @@ def records(tmp_path_factory):
     return exp.analyze(run_experiment(exp, quick=True, out=root, progress=False))
 
 
-def _run(recs, method):
-    return next(r for r in recs if r["part"] == "run" and r["method"] == method)
+def _run(recs, method, task="cold"):
+    return next(r for r in recs if r["part"] == "run" and r["method"] == method
+                and r["task"] == task)  # fmt: skip
+
+
+def _base(recs, task):
+    return {r["split"]: r for r in recs if r["part"] == "base" and r["task"] == task}
 
 
 def test_base_model_knows_the_format_not_the_content(records):
-    base = {r["split"]: r for r in records if r["part"] == "base"}
+    base = _base(records, "cold")
     assert set(base) == {"train", "heldout"}
+    for r in _base(records, "reachable").values():
+        assert r["F0"] > 0.9  # the reachable set's base knows the format too
     for r in base.values():
         assert r["p0_ci"][0] <= r["p0"] <= r["p0_ci"][1]
         assert r["F0"] * r["C0"] == pytest.approx(r["p0"])
@@ -41,7 +49,7 @@ def test_base_model_knows_the_format_not_the_content(records):
 def test_grpo_stalls_where_likelihood_mode_moves(records):
     grpo = _run(records, "GRPO")
     assert grpo["frac_stalled_first10"] >= 0.7
-    for m in ("GARL q=0.75", "GARL q=1"):
+    for m in ("GARL q=1",):
         r = _run(records, m)
         assert r["frac_stalled_mean"] == 0.0  # likelihood weights are never all zero
         p = r["curves"]["train_log10_P"]
@@ -53,10 +61,28 @@ def test_cold_start_escape_is_memorisation_in_the_quick_preset(records):
     """What the quick preset establishes on the 'cold' questions: the likelihood-mode runs fit
     the training questions' answers, and the held-out questions stay unanswered (the rationale
     never grows the third hop)."""
-    for m in ("GARL q=0.75", "GARL q=1"):
+    for m in ("GARL q=1",):
         r = _run(records, m)
         assert r["train_pass_at_1"] - r["heldout_pass_at_1"] > 0.3
         assert r["heldout_chain_written"] < 0.1
+
+
+def test_reachable_set_learns_the_hop_on_held_out_questions(records):
+    """On the 'reachable' questions (the base writes the three correct hops and often a
+    fourth) GARL q = 0.25 learns where to stop, and the answer follows on questions it never
+    trained on: a seed ends with held-out majority@8 >= 0.5 (4 of 8 held-out questions; the
+    base answers 1 of 8) and held-out pass@1 >= 3x the base's and >= 10x content chance
+    (1/32), writing the correct chain.  Not every seed does: over seeds 0-9 (measured offline,
+    docs/experiments/table1.md) 7 of 10 end at 0.5-1.0 and 3 collapse to 0-0.125, so one of the
+    three seeds is asked, not all."""
+    base = _base(records, "reachable")["heldout"]
+    seeds = [r for r in records if r["part"] == "run" and r["task"] == "reachable"]
+    assert [r["seed"] for r in seeds] == [0, 1, 2]
+    assert all(r["method"] == "GARL q=0.25" and r["escape_step"] is not None for r in seeds)
+    best = max(seeds, key=lambda r: r["heldout_majority_at_k"])
+    assert best["heldout_majority_at_k"] >= max(0.5, base["majority_at_k"] + 3 / 8)
+    assert best["heldout_pass_at_1"] >= max(3 * base["pass_at_1"], 10 * base["content_chance"])
+    assert best["heldout_chain_written"] >= 0.4
 
 
 def test_json_record_fields(records):

@@ -167,6 +167,21 @@ def test_base_model_is_cached_by_its_settings(tmp_path):
     assert base_key(WORLD, other) != info1["key"]
     with pytest.raises(ValueError, match="heads"):
         BaseSpec(hidden=10, heads=4)
+    # copy drills change the key; without them the key is that of a spec without the field
+    # (bases cached before it existed stay valid)
+    import dataclasses
+    import hashlib
+    import json
+
+    from sims.table1_model import BASE_VERSION
+
+    assert base_key(WORLD, dataclasses.replace(spec, copy_share=0.2)) != info1["key"]
+    old = {k: v for k, v in dataclasses.asdict(spec).items() if k != "copy_share"}
+    body = {"world": dataclasses.asdict(WORLD), "spec": old, "version": BASE_VERSION}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    assert info1["key"] == digest[:16]
+    with pytest.raises(ValueError, match="copy_share"):
+        BaseSpec(copy_share=1.0)
 
 
 def _adaptive_setting(adaptive):

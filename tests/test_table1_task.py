@@ -127,6 +127,30 @@ def test_curriculum_is_true_and_keeps_the_held_out_questions_out():
         pretrain_texts(w, np.random.default_rng(0), 4, task_hops=())
 
 
+def test_copy_drills_copy_a_true_chain_of_any_entity_and_are_off_by_default():
+    """copy_share > 0: that share of the curriculum is free chains (held-out starts included)
+    in the completion format, copied into the answer alphabet, with no question; at 0 the draws
+    are those of the three-kind mix (so the full preset's bases do not change)."""
+    w = World(n_entities=20, hops=3, n_heldout=5, seed=3)
+    assert pretrain_texts(w, np.random.default_rng(0), 300) == pretrain_texts(
+        w, np.random.default_rng(0), 300, copy_share=0.0)  # fmt: skip
+    texts = pretrain_texts(w, np.random.default_rng(1), 2000, copy_share=0.3)
+    drills, starts = 0, set()
+    for t in texts:
+        body = [x for x in t[:-1] if not x.startswith("_")]
+        if "=" in body and ":" not in body:
+            drills += 1
+            ents = [int(x[1:]) for x in body[: body.index("=")]]
+            assert body[body.index("=") + 1 :] == [f"A{ents[-1]}"]
+            assert all(ents[i + 1] == w.f[ents[i]] for i in range(len(ents) - 1))
+            starts.add(ents[0])
+    assert 0.25 < drills / len(texts) < 0.35
+    assert starts & set(w.heldout)  # the copy rule is drilled on held-out entities too
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="copy_share"):
+            pretrain_texts(w, np.random.default_rng(0), 4, copy_share=bad)
+
+
 def test_tokenizer_is_one_token_per_word():
     w = World(n_entities=12, hops=2, n_heldout=2)
     tok = tokenizer(w)
