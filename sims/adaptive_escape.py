@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .training import adam_update, run_to_escape
+
 __all__ = ["QEscape", "adam_q_rule_escape", "adaptive_rule", "fixed_rule", "held_rule"]
 
 
@@ -68,7 +70,9 @@ def adam_q_rule_escape(model, theta0, rule: Callable[[float, float], float], *, 
                        eps: float, max_steps: int, betas: tuple[float, float] = (0.9, 0.999),
                        delta: float = 0.5, s_init: float = math.nan) -> QEscape:  # fmt: skip
     r"""Adam (bias-corrected, the update of ``adam_exact_escape``) on -∇ℓ_q = P^(-q)∇P
-    (Prop. 4.1) of a one-term model, q_t = ``rule(log P_t, s_{t-1})`` at every step.
+    (Prop. 4.1) of a one-term model, q_t = ``rule(log P_t, s_{t-1})`` at every step; the
+Adam step is :func:`sims.training.adam_update` and the loop :func:`sims.training.run_to_escape`
+(one row: q, and so the gradient, depends on the run's own history).
 
     s_t = max|g_t| / P_t^(1-q_t) (the score scale ‖∇log P‖_∞ recovered from the step's
     gradient, :func:`sims.table1_engine.train_run`'s measurement); s_0 = ``s_init`` (NaN: not
@@ -89,25 +93,29 @@ def adam_q_rule_escape(model, theta0, rule: Callable[[float, float], float], *, 
     if weights.shape != (1,):
         raise ValueError(f"adam_q_rule_escape needs a one-term model, {model.label()} has "
                          f"{weights.size}")  # fmt: skip
-    if float(model.monitor(theta)) >= delta:
-        return QEscape(0, np.zeros(0))
-    m = np.zeros_like(theta)
-    v = np.zeros_like(theta)
-    s = float(s_init)
     qs = np.zeros(int(max_steps))
-    for t in range(1, int(max_steps) + 1):
-        w, P, dP = model.terms(theta)
+    state = {"s": float(s_init)}  # the score scale measured by the previous step
+
+    def monitor(rows, t, active):
+        return np.asarray(model.monitor(rows["theta"][0]), dtype=np.float64).reshape(1)
+
+    def step(rows, t, active):  # from t to t + 1 steps
+        w, P, dP = model.terms(rows["theta"][0])
         log_p = math.log(float(P[0]))
-        q = float(rule(log_p, s))
+        q = float(rule(log_p, state["s"]))
         if not 0.0 <= q <= 1.0:
-            raise ValueError(f"the rule returned q = {q!r} at step {t}, outside [0, 1]")
+            raise ValueError(f"the rule returned q = {q!r} at step {t + 1}, outside [0, 1]")
         g = w[0] * math.exp(-q * log_p) * dP[0]
-        m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * g * g
-        theta = theta + lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+        m, v, update = adam_update(rows["m"][0], rows["v"][0], g, t + 1, lr, eps, (b1, b2))
         gmax = float(np.max(np.abs(g)))
-        s = gmax / math.exp((1.0 - q) * min(log_p, 0.0)) if gmax > 0 else math.nan
-        qs[t - 1] = q
-        if float(model.monitor(theta)) >= delta:
-            return QEscape(t, qs[:t])
-    return QEscape(None, qs)
+        state["s"] = gmax / math.exp((1.0 - q) * min(log_p, 0.0)) if gmax > 0 else math.nan
+        qs[t] = q
+        return {"theta": (rows["theta"][0] + update)[None], "m": m[None], "v": v[None]}
+
+    rows = {"theta": theta[None], "m": np.zeros_like(theta)[None], "v": np.zeros_like(theta)[None]}
+    run = run_to_escape(rows, 1, monitor=monitor, step=step, max_steps=int(max_steps),
+                        delta=delta)  # fmt: skip
+    if run.censored[0]:
+        return QEscape(None, qs)
+    t = int(run.steps[0])
+    return QEscape(t, qs[:t])
