@@ -13,7 +13,8 @@ format/content split).
 Methods (the rows of the paper's Table 1): GRPO and Dr. GRPO (verifier mode, exact match),
 GARL-RLOO at q ∈ {0, .25, .5, .75, 1} and PAFT at q = .75 (likelihood mode), the SFT→RLVR
 schedule (q = 1 for ``SFT_STEPS`` steps, then q = 0), and the adaptive q of
-:func:`sims.table1_engine.adaptive_q`; each with and without label noise.
+:class:`sims.table1_engine.HeldAdaptiveQ` (:func:`sims.table1_engine.adaptive_q` chosen from a
+probed score scale, held until the escape); each with and without label noise.
 
 A setting is one (method, label noise) with ``n_seeds`` seeds; seed i of a setting is keyed by
 (experiment, setting id, seed + i), not by the cache hash.  The ``base`` part measures p0 of
